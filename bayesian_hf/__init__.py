@@ -1,0 +1,46 @@
+"""bayesian_hf: BERT classifiers that are Bayesian in expectation over orderings of their exchangeable units.
+
+Importing the package registers the configuration and models with the ``transformers`` Auto classes.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+from .configuration_bayesian_expectation import BayesianExpectationConfig
+from .conversion import from_bert
+from .losses import mdl_loss
+from .modeling_bayesian_expectation import (
+    BayesianExpectationForSequenceClassification,
+    BayesianExpectationLayer,
+    BayesianExpectationModel,
+    BayesianExpectationModelOutput,
+    BayesianSequenceClassifierOutput,
+)
+from .orderings import sample_orderings, tokenize_with_units
+from .uncertainty import dirichlet_uncertainty
+
+__version__ = "0.1.0"
+
+AutoConfig.register(BayesianExpectationConfig.model_type, BayesianExpectationConfig, exist_ok=True)
+AutoModel.register(BayesianExpectationConfig, BayesianExpectationModel, exist_ok=True)
+AutoModelForSequenceClassification.register(
+    BayesianExpectationConfig, BayesianExpectationForSequenceClassification, exist_ok=True
+)
+# save_pretrained copies the modeling code and writes auto_map, so saved models load with trust_remote_code=True
+BayesianExpectationConfig.register_for_auto_class()
+BayesianExpectationModel.register_for_auto_class("AutoModel")
+BayesianExpectationForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+
+__all__ = [
+    "BayesianExpectationConfig",
+    "BayesianExpectationForSequenceClassification",
+    "BayesianExpectationLayer",
+    "BayesianExpectationModel",
+    "BayesianExpectationModelOutput",
+    "BayesianSequenceClassifierOutput",
+    "__version__",
+    "dirichlet_uncertainty",
+    "from_bert",
+    "mdl_loss",
+    "sample_orderings",
+    "tokenize_with_units",
+]

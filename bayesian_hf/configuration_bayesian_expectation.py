@@ -1,0 +1,156 @@
+"""Configuration of Bayesian-expectation BERT models.
+
+Self-contained on purpose: this file is copied next to the weights by ``save_pretrained`` so a model
+loads with ``trust_remote_code=True`` in a process that never imported ``bayesian_hf``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PreTrainedConfig
+
+UNIT_SEGMENTATIONS = ("sentence", "sep", "none")
+COLLAPSE_POINTS = ("context", "attention", "output")
+
+
+class BayesianExpectationConfig(PreTrainedConfig):
+    r"""Configuration for [`BayesianExpectationModel`] and [`BayesianExpectationForSequenceClassification`].
+
+    It carries every field of a BERT configuration (so a BERT checkpoint maps onto it one to one) plus the
+    fields that make the encoder Bayesian in expectation.
+
+    Args:
+        bayesian_layers (`list[int]`, defaults to `[0]`):
+            Indices of the encoder blocks replaced by a `BayesianExpectationLayer`. The orderings travel as a
+            batch of `B*k` up to the last of them, where they collapse to their expectation; blocks above run once.
+        num_orderings (`int`, defaults to 8):
+            Orderings of the exchangeable units averaged at evaluation time (k).
+        num_train_orderings (`int`, defaults to 4):
+            Orderings averaged in training mode.
+        unit_segmentation (`str`, defaults to `"sentence"`):
+            How exchangeable units are found when `unit_ids` are not passed: `"sentence"` (split after
+            sentence-final punctuation tokens), `"sep"` (segments ended by `[SEP]`) or `"none"` (the whole text
+            is one unit, so nothing is reordered).
+        collapse_point (`str`, defaults to `"context"`):
+            Where inside the last Bayesian layer the orderings are averaged: `"context"` (the attention context,
+            before the output projection), `"attention"` (after the attention sub-block) or `"output"` (after the
+            whole block). Earlier is cheaper; later keeps more of the per-ordering non-linearity.
+        prior_concentration (`float`, defaults to 0.5):
+            Symmetric Dirichlet prior alpha0 per class. Each unit adds one pseudo-count of evidence.
+        mdl_beta (`float`, defaults to 0.0):
+            Weight of the model part of the two-part code (KL of the asserted evidence from the prior).
+        mdl_anneal_steps (`int`, defaults to 0):
+            Linear warm-up of `mdl_beta` from 0 over this many training steps (0 = constant).
+        length_adaptive_mixing (`bool`, defaults to `False`):
+            Mix the observed realization into the expectation with a learnable weight scaled by `e*log(n)/n`
+            (n = number of units), so short inputs keep more of their observed order.
+        identity_first (`bool`, defaults to `False`):
+            Make ordering 0 the identity (the realization actually observed). Off by default because it biases a
+            k-sample average towards the observed order by 1/k.
+        ordering_seed (`int`, defaults to 0):
+            Seed of the deterministic orderings used in eval mode (they depend only on the seed, the example's
+            tokens and k, never on the rest of the batch).
+        sentence_end_token_ids (`list[int]`, *optional*):
+            Token ids that end a sentence for `unit_segmentation="sentence"`; filled by `from_bert` from the
+            tokenizer.
+    """
+
+    model_type = "bayesian-expectation"
+
+    def __init__(
+        self,
+        vocab_size: int = 30522,
+        hidden_size: int = 768,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        intermediate_size: int = 3072,
+        hidden_act: str = "gelu",
+        hidden_dropout_prob: float = 0.1,
+        attention_probs_dropout_prob: float = 0.1,
+        max_position_embeddings: int = 512,
+        type_vocab_size: int = 2,
+        initializer_range: float = 0.02,
+        layer_norm_eps: float = 1e-12,
+        pad_token_id: int = 0,
+        cls_token_id: int = 101,
+        sep_token_id: int = 102,
+        classifier_dropout: float | None = None,
+        bayesian_layers: list[int] | None = None,
+        num_orderings: int = 8,
+        num_train_orderings: int = 4,
+        unit_segmentation: str = "sentence",
+        collapse_point: str = "context",
+        prior_concentration: float = 0.5,
+        mdl_beta: float = 0.0,
+        mdl_anneal_steps: int = 0,
+        length_adaptive_mixing: bool = False,
+        identity_first: bool = False,
+        ordering_seed: int = 0,
+        sentence_end_token_ids: list[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.max_position_embeddings = max_position_embeddings
+        self.type_vocab_size = type_vocab_size
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        self.pad_token_id = pad_token_id
+        self.cls_token_id = cls_token_id
+        self.sep_token_id = sep_token_id
+        self.classifier_dropout = classifier_dropout
+        self.bayesian_layers = [0] if bayesian_layers is None else [int(i) for i in bayesian_layers]
+        self.num_orderings = num_orderings
+        self.num_train_orderings = num_train_orderings
+        self.unit_segmentation = unit_segmentation
+        self.collapse_point = collapse_point
+        self.prior_concentration = prior_concentration
+        self.mdl_beta = mdl_beta
+        self.mdl_anneal_steps = mdl_anneal_steps
+        self.length_adaptive_mixing = length_adaptive_mixing
+        self.identity_first = identity_first
+        self.ordering_seed = ordering_seed
+        self.sentence_end_token_ids = list(sentence_end_token_ids) if sentence_end_token_ids is not None else []
+        super().__init__(pad_token_id=pad_token_id, **kwargs)
+        self.validate_bayesian_fields()
+
+    def validate_bayesian_fields(self) -> None:
+        """Raise `ValueError` naming the first invalid field."""
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads ({self.num_attention_heads})"
+            )
+        layers = self.bayesian_layers
+        if not layers:
+            raise ValueError("bayesian_layers must name at least one encoder block")
+        if len(set(layers)) != len(layers) or sorted(layers) != layers:
+            raise ValueError(f"bayesian_layers must be sorted and unique, got {layers}")
+        bad = [i for i in layers if not 0 <= i < self.num_hidden_layers]
+        if bad:
+            raise ValueError(
+                f"bayesian_layers {bad} are outside the encoder (num_hidden_layers={self.num_hidden_layers})"
+            )
+        for name in ("num_orderings", "num_train_orderings"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.unit_segmentation not in UNIT_SEGMENTATIONS:
+            raise ValueError(f"unit_segmentation must be one of {UNIT_SEGMENTATIONS}, got {self.unit_segmentation!r}")
+        if self.collapse_point not in COLLAPSE_POINTS:
+            raise ValueError(f"collapse_point must be one of {COLLAPSE_POINTS}, got {self.collapse_point!r}")
+        if not self.prior_concentration > 0:
+            raise ValueError(f"prior_concentration must be > 0, got {self.prior_concentration!r}")
+        if not self.mdl_beta >= 0:
+            raise ValueError(f"mdl_beta must be >= 0, got {self.mdl_beta!r}")
+        if self.mdl_anneal_steps < 0:
+            raise ValueError(f"mdl_anneal_steps must be >= 0, got {self.mdl_anneal_steps!r}")
+
+
+__all__ = ["BayesianExpectationConfig"]

