@@ -488,7 +488,7 @@ class BayesianExpectationModel(BayesianExpectationPreTrainedModel):
             return states if collapsed else weighted_mean_and_dispersion(states, weights)[0]
 
         def attention_mean(probs: torch.Tensor) -> torch.Tensor:
-            if collapsed or probs.shape[0] == batch:
+            if probs.shape[0] == batch:
                 return probs
             return (probs.view(batch, k, *probs.shape[1:]) * weights.to(probs.dtype).view(batch, k, 1, 1, 1)).sum(1)
 

@@ -113,7 +113,7 @@ def unit_ids_from_input_ids(
     ends = ends & content
     next_is_end = torch.zeros_like(ends)
     next_is_end[:, :-1] = ends[:, 1:]
-    boundary = ends & ~next_is_end  # last token of a run of punctuation closes the sentence
+    boundary = (ends & ~next_is_end) | is_sep  # a run of punctuation, or a [SEP], closes the sentence
     started = torch.cumsum(boundary.long(), dim=-1) - boundary.long()
     unit = torch.where(content, started + 1, torch.zeros_like(started))
     return _renumber(unit)

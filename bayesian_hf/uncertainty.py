@@ -81,4 +81,7 @@ def weighted_mean_and_dispersion(
     mean = torch.einsum("bk,bksd->bsd", w.to(x.dtype), x).to(stat_dtype)
     mean_square = torch.linalg.vector_norm(x, dim=-1, dtype=stat_dtype).pow(2) / x.shape[-1]  # (B, k, S)
     dispersion = torch.einsum("bk,bks->bs", w, mean_square) - mean.pow(2).mean(dim=-1)
-    return mean.to(stacked.dtype), dispersion.clamp_min(0.0)
+    # one ordering with weight (a single unit): exactly 0, not the rounding noise of E[x^2] - E[x]^2
+    single = (weights > 0).sum(dim=-1, keepdim=True) <= 1
+    dispersion = torch.where(single, torch.zeros_like(dispersion), dispersion.clamp_min(0.0))
+    return mean.to(stacked.dtype), dispersion
