@@ -406,7 +406,7 @@ def test_transformers_push_to_hub_and_from_pretrained_in_subprocess(local_hub, t
     proc = subprocess.run([sys.executable, "-c", _SUBPROCESS_LOAD, str(out)], env=env, capture_output=True,
                           text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    loaded = torch.load(str(out) + ".pt")
+    loaded = torch.load(str(out) + ".pt", weights_only=True)
     meta = json.loads(Path(str(out) + ".json").read_text())
     for name, tensor in bert.state_dict().items():
         assert torch.equal(loaded["bert"][name], tensor), name
