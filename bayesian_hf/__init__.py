@@ -16,6 +16,7 @@ from .modeling_bayesian_expectation import (
     BayesianSequenceClassifierOutput,
 )
 from .orderings import sample_orderings, tokenize_with_units
+from .pipelines import UncertaintyClassificationPipeline, predict, register_pipeline
 from .uncertainty import dirichlet_uncertainty
 
 __version__ = "0.1.0"
@@ -29,6 +30,7 @@ AutoModelForSequenceClassification.register(
 BayesianExpectationConfig.register_for_auto_class()
 BayesianExpectationModel.register_for_auto_class("AutoModel")
 BayesianExpectationForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+register_pipeline()
 
 __all__ = [
     "BayesianExpectationConfig",
@@ -37,10 +39,12 @@ __all__ = [
     "BayesianExpectationModel",
     "BayesianExpectationModelOutput",
     "BayesianSequenceClassifierOutput",
+    "UncertaintyClassificationPipeline",
     "__version__",
     "dirichlet_uncertainty",
     "from_bert",
     "mdl_loss",
+    "predict",
     "sample_orderings",
     "tokenize_with_units",
 ]

@@ -44,7 +44,20 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from bayesian_hf import metrics as _m
+# a relative import of a named module, so transformers copies metrics.py with this file for trust_remote_code
+from .metrics import (
+    NLL_EPS,
+    _labels,
+    _probs,
+    _probs_labels,
+    accuracy,
+    brier_score,
+    expected_calibration_error,
+    maximum_calibration_error,
+    negative_log_likelihood,
+    softmax,
+    to_numpy,
+)
 
 __all__ = [
     "Calibrator",
@@ -86,7 +99,7 @@ C = TypeVar("C", bound="Calibrator")
 # validation helpers
 # ----------------------------------------------------------------------------------------------
 def _logits(logits: ArrayLike) -> np.ndarray:
-    z = _m.to_numpy(logits, np.float64)
+    z = to_numpy(logits, np.float64)
     if z.ndim != 2 or z.shape[1] < 2:
         raise ValueError(f"logits must have shape (N, C) with C >= 2, got {z.shape}")
     if z.shape[0] == 0:
@@ -106,7 +119,7 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 
 def _nll_from_logits(z: np.ndarray, y: np.ndarray) -> float:
     ls = _log_softmax(z)[np.arange(z.shape[0]), y]
-    return float(-np.mean(np.maximum(ls, math.log(_m.NLL_EPS))))
+    return float(-np.mean(np.maximum(ls, math.log(NLL_EPS))))
 
 
 def _renormalise(q: np.ndarray) -> np.ndarray:
@@ -204,7 +217,7 @@ class Calibrator:
     def fit(self: C, logits: ArrayLike, labels: ArrayLike) -> C:
         """Fit on logits ``(N, C)`` and integer labels ``(N,)``; returns ``self``."""
         z = _logits(logits)
-        y = _m._labels(labels, z.shape[0], z.shape[1])
+        y = _labels(labels, z.shape[0], z.shape[1])
         self._fit(z, y)
         self.num_classes = int(z.shape[1])
         return self
@@ -297,7 +310,7 @@ class IdentityCalibrator(Calibrator):
         pass
 
     def _transform(self, z: np.ndarray) -> np.ndarray:
-        return _m.softmax(z)
+        return softmax(z)
 
     def _params(self) -> dict[str, Any]:
         return {}
@@ -326,7 +339,10 @@ class TemperatureScaling(Calibrator):
         self.temperature: float = 1.0
 
     def _fit(self, z: np.ndarray, y: np.ndarray) -> None:
-        from scipy.optimize import minimize_scalar
+        try:  # fitting needs scipy; applying a fitted calibrator needs only numpy
+            from scipy.optimize import minimize_scalar
+        except ImportError as err:  # pragma: no cover
+            raise ImportError("fitting temperature scaling needs scipy (pip install scipy)") from err
 
         def nll(log_t: float) -> float:
             return _nll_from_logits(z / math.exp(log_t), y)
@@ -338,7 +354,7 @@ class TemperatureScaling(Calibrator):
         self.temperature = math.exp(log_t) if nll(log_t) < nll(0.0) else 1.0
 
     def _transform(self, z: np.ndarray) -> np.ndarray:
-        return _m.softmax(z / self.temperature)
+        return softmax(z / self.temperature)
 
     def _params(self) -> dict[str, Any]:
         return {"temperature": float(self.temperature)}
@@ -371,7 +387,10 @@ def _fit_platt_1d(s: np.ndarray, t: np.ndarray) -> tuple[float, float]:
     Uses Platt's smoothed targets ``(N+ + 1)/(N+ + 2)`` and ``1/(N- + 2)``, which keep ``a`` finite
     on separable data.  L-BFGS-B from ``(a, b) = (1, 0)`` with an analytic gradient: deterministic.
     """
-    from scipy.optimize import minimize
+    try:
+        from scipy.optimize import minimize
+    except ImportError as err:  # pragma: no cover
+        raise ImportError("fitting Platt scaling needs scipy (pip install scipy)") from err
 
     n_pos = float(t.sum())
     n_neg = float(t.shape[0] - n_pos)
@@ -408,7 +427,7 @@ class PlattScaling(Calibrator):
         self.b: list[float] = []
 
     def _features(self, z: np.ndarray) -> np.ndarray:
-        p = _m.softmax(z)
+        p = softmax(z)
         return _class_logit(p[:, 1:2] if z.shape[1] == 2 else p)
 
     def _fit(self, z: np.ndarray, y: np.ndarray) -> None:
@@ -462,11 +481,14 @@ class IsotonicCalibration(Calibrator):
 
     @staticmethod
     def _scores(z: np.ndarray) -> np.ndarray:
-        p = _m.softmax(z)
+        p = softmax(z)
         return p[:, 1:2] if z.shape[1] == 2 else p
 
     def _fit(self, z: np.ndarray, y: np.ndarray) -> None:
-        from sklearn.isotonic import IsotonicRegression
+        try:
+            from sklearn.isotonic import IsotonicRegression
+        except ImportError as err:  # pragma: no cover
+            raise ImportError("fitting isotonic calibration needs scikit-learn (pip install scikit-learn)") from err
 
         s = self._scores(z)
         classes = [1] if z.shape[1] == 2 else list(range(z.shape[1]))
@@ -631,7 +653,7 @@ class ConformalPredictor:
 
     def nonconformity(self, probs: ArrayLike, labels: ArrayLike) -> np.ndarray:
         """Non-conformity score of each (example, label) pair, ``(N,)``."""
-        p, y = _m._probs_labels(probs, labels)
+        p, y = _probs_labels(probs, labels)
         rows = np.arange(p.shape[0])
         if self.score == "lac":
             return 1.0 - p[rows, y]
@@ -651,7 +673,7 @@ class ConformalPredictor:
                 f"examples for alpha={self.alpha} (got {n})"
             )
         self.qhat = float(np.partition(s, k - 1)[k - 1])  # k-th smallest score
-        self.num_classes = int(_m._probs(probs).shape[1])
+        self.num_classes = int(_probs(probs).shape[1])
         self.n_calibration = int(n)
         return self
 
@@ -659,7 +681,7 @@ class ConformalPredictor:
         """Boolean membership mask ``(N, C)``: ``mask[i, c]`` is True iff class c is in set i."""
         if self.qhat is None or self.num_classes is None:
             raise RuntimeError("ConformalPredictor is not fitted; call fit() first")
-        p = _m._probs(probs)
+        p = _probs(probs)
         if p.shape[1] != self.num_classes:
             raise ValueError(f"fit on {self.num_classes} classes but got probs with {p.shape[1]}")
         if self.score == "lac":
@@ -675,7 +697,7 @@ class ConformalPredictor:
     def evaluate(self, probs: ArrayLike, labels: ArrayLike) -> dict[str, float]:
         """Empirical ``coverage``, mean ``set_size`` and ``empty_fraction`` on labelled data."""
         mask = self.predict_mask(probs)
-        y = _m._labels(labels, mask.shape[0], mask.shape[1])
+        y = _labels(labels, mask.shape[0], mask.shape[1])
         sizes = mask.sum(axis=1)
         return {
             "coverage": float(mask[np.arange(mask.shape[0]), y].mean()),
@@ -725,7 +747,7 @@ class ConformalPredictor:
 # selection and summaries
 # ----------------------------------------------------------------------------------------------
 def _ece_from_probs(p: np.ndarray, y: np.ndarray) -> float:
-    return _m.expected_calibration_error(p, y)
+    return expected_calibration_error(p, y)
 
 
 def calibration_summary(logits: ArrayLike, labels: ArrayLike, calibrator: Calibrator) -> dict[str, float]:
@@ -736,14 +758,14 @@ def calibration_summary(logits: ArrayLike, labels: ArrayLike, calibrator: Calibr
     held-out data for an honest "after".
     """
     z = _logits(logits)
-    y = _m._labels(labels, z.shape[0], z.shape[1])
+    y = _labels(labels, z.shape[0], z.shape[1])
     out: dict[str, float] = {}
-    for tag, p in (("before", _m.softmax(z)), ("after", calibrator.transform(z))):
-        out[f"ece_{tag}"] = _m.expected_calibration_error(p, y)
-        out[f"mce_{tag}"] = _m.maximum_calibration_error(p, y)
-        out[f"nll_{tag}"] = _m.negative_log_likelihood(p, y)
-        out[f"brier_{tag}"] = _m.brier_score(p, y)
-        out[f"accuracy_{tag}"] = _m.accuracy(p, y)
+    for tag, p in (("before", softmax(z)), ("after", calibrator.transform(z))):
+        out[f"ece_{tag}"] = expected_calibration_error(p, y)
+        out[f"mce_{tag}"] = maximum_calibration_error(p, y)
+        out[f"nll_{tag}"] = negative_log_likelihood(p, y)
+        out[f"brier_{tag}"] = brier_score(p, y)
+        out[f"accuracy_{tag}"] = accuracy(p, y)
     out["num_samples"] = float(z.shape[0])
     return out
 
@@ -786,7 +808,7 @@ def select_calibrator(
     ``errors`` (per-method fit error messages, if any).
     """
     z = _logits(logits)
-    y = _m._labels(labels, z.shape[0], z.shape[1])
+    y = _labels(labels, z.shape[0], z.shape[1])
     n_folds = int(n_folds)
     if n_folds < 2:
         raise ValueError(f"n_folds must be >= 2, got {n_folds}")
@@ -810,7 +832,7 @@ def select_calibrator(
                 train = np.setdiff1d(all_idx, test, assume_unique=True)
                 p = make_calibrator(m).fit(z[train], y[train]).transform(z[test])
                 oof[test] = p
-                nlls.append(_m.negative_log_likelihood(p, y[test]))
+                nlls.append(negative_log_likelihood(p, y[test]))
             per_fold[m] = nlls
             heldout_ece[m] = _ece_from_probs(oof, y)
         except ValueError as e:  # a method that cannot be fit on some fold is not a candidate
@@ -870,7 +892,7 @@ def label_mapping_hash(label2id: Mapping[str, int]) -> str:
 
 def _library_version() -> str:
     try:
-        import bayesian_hf
+        import bayesian_hf  # absent when this file was loaded as remote code
 
         v = getattr(bayesian_hf, "__version__", None)
         if isinstance(v, str) and v:
@@ -898,13 +920,15 @@ def save_calibration(
     fit_metrics: Mapping[str, float],
     num_samples: int,
     conformal: ConformalPredictor | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> str:
     """Write the calibration artifact as JSON, atomically (temp file in the same folder + ``os.replace``).
 
     ``path`` is a file path, or an existing folder (then ``calibration.json`` inside it).  Fields:
     ``format``, ``format_version``, ``method``, ``parameters`` (``calibrator.to_dict()``),
     ``fit_metrics``, ``num_samples``, ``library_version``, ``label_hash``, ``label2id``,
-    ``conformal`` (``to_dict()`` or null).  Returns the path written.
+    ``conformal`` (``to_dict()`` or null), plus the JSON-serialisable ``extra`` fields (e.g. the
+    selection report).  Returns the path written.
     """
     if not isinstance(calibrator, Calibrator):
         raise TypeError(f"calibrator must be a Calibrator, got {type(calibrator).__name__}")
@@ -932,6 +956,10 @@ def save_calibration(
         "label2id": labels,
         "conformal": conformal.to_dict() if conformal is not None else None,
     }
+    for key, value in dict(extra or {}).items():
+        if key in doc:
+            raise ValueError(f"extra field {key!r} would overwrite a calibration artifact field")
+        doc[key] = value
     text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n"
     out = _resolve(path)
     folder = os.path.dirname(os.path.abspath(out))

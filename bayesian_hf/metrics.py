@@ -418,8 +418,11 @@ def plot_reliability_diagram(
     Uses matplotlib's Agg canvas directly (no pyplot, no display, no global backend change), so it
     is safe in servers and threads.  Parent folders are created.  Returns the path written.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    try:  # optional: only plotting needs matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as err:  # pragma: no cover
+        raise ImportError("plotting a reliability diagram needs matplotlib (pip install matplotlib)") from err
 
     d = reliability_diagram_data(probs, labels, n_bins)
     edges = np.asarray(d["bin_edges"])

@@ -16,6 +16,7 @@ This file only uses relative imports of files saved with it, so a saved model lo
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +25,11 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.bert.modeling_bert import BertIntermediate, BertOutput, BertPooler, BertSelfOutput
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, cached_file, logging
 
+logger = logging.get_logger(__name__)
+
+from .calibration import CALIBRATION_FILENAME, LoadedCalibration, load_calibration, save_calibration
 from .configuration_bayesian_expectation import BayesianExpectationConfig
 from .losses import annealed_beta, mdl_loss
 from .orderings import (
@@ -80,6 +84,7 @@ class BayesianSequenceClassifierOutput(ModelOutput):
         loss: MDL-regularised loss (nats/example) when ``labels`` are given.
         logits: ``(B, C)`` log of the posterior predictive probabilities (``softmax(logits) == probs``).
         probs: ``(B, C)`` posterior predictive ``alpha / sum(alpha)``.
+        calibrated_probs: ``(B, C)`` ``probs`` after the attached calibrator (eval mode; None without one).
         epistemic: ``(B,)`` mutual information (nats): uncertainty that more evidence would remove.
         aleatoric: ``(B,)`` expected entropy (nats): disagreement the evidence itself carries.
         total: ``(B,)`` entropy of the predictive (nats) = epistemic + aleatoric.
@@ -92,6 +97,7 @@ class BayesianSequenceClassifierOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     probs: torch.Tensor | None = None
+    calibrated_probs: torch.Tensor | None = None
     epistemic: torch.Tensor | None = None
     aleatoric: torch.Tensor | None = None
     total: torch.Tensor | None = None
@@ -383,6 +389,7 @@ class BayesianExpectationModel(BayesianExpectationPreTrainedModel):
         num_orderings: int | None = None,
         orderings: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        ordering_seed: int | None = None,
         inputs_embeds: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
@@ -402,6 +409,8 @@ class BayesianExpectationModel(BayesianExpectationPreTrainedModel):
         generator (`torch.Generator`, *optional*):
             Random source for the orderings. In eval mode without a generator the orderings are a deterministic
             function of `config.ordering_seed` and each example's tokens, so outputs do not depend on the batch.
+        ordering_seed (`int`, *optional*):
+            Overrides `config.ordering_seed` for this call (a per-request seed that keeps that independence).
         """
         config = self.config
         return_dict = config.return_dict if return_dict is None else return_dict
@@ -445,7 +454,8 @@ class BayesianExpectationModel(BayesianExpectationPreTrainedModel):
         else:
             seeds = None
             if not self.training and generator is None and input_ids is not None:
-                seeds = example_seeds(input_ids, attention_mask, config.ordering_seed)
+                seed = config.ordering_seed if ordering_seed is None else int(ordering_seed)
+                seeds = example_seeds(input_ids, attention_mask, seed)
             sampled = sample_unit_permutations(
                 units,
                 effective_num_orderings(units, k),
@@ -559,7 +569,84 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.mdl_step = 0  # training steps seen, for the beta annealing (set by the Trainer callback)
+        self.calibration: LoadedCalibration | None = None  # saved as calibration.json next to the weights
         self.post_init()
+
+    # ------------------------------------------------------------------------------------------ calibration
+
+    def set_calibration(self, calibration: LoadedCalibration | None) -> None:
+        """Attach a fitted calibrator (and optional conformal predictor); it travels with `save_pretrained`."""
+        if calibration is not None and calibration.calibrator.num_classes not in (None, self.num_labels):
+            raise ValueError(
+                f"calibrator was fit for {calibration.calibrator.num_classes} classes, the model has {self.num_labels}"
+            )
+        self.calibration = calibration
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """`PreTrainedModel.save_pretrained` plus `calibration.json` when a calibrator is attached (JSON, never
+        pickle). `push_to_hub` saves through this method, so the calibrator is pushed in the same commit."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self.calibration is not None and kwargs.get("is_main_process", True):
+            self.save_calibration_file(save_directory)
+
+    def save_calibration_file(self, save_directory: str | os.PathLike) -> str:
+        """Write the attached calibrator as `calibration.json` (atomically) in `save_directory`."""
+        if self.calibration is None:
+            raise ValueError("no calibrator attached; use set_calibration or bayesian_hf.evaluation.fit_model_calibration")
+        meta = self.calibration.metadata
+        return save_calibration(
+            os.path.join(save_directory, CALIBRATION_FILENAME),
+            self.calibration.calibrator,
+            label2id=dict(self.config.label2id),
+            fit_metrics=dict(meta.get("fit_metrics", {})),
+            num_samples=int(meta.get("num_samples", 0)),
+            conformal=self.calibration.conformal,
+            extra={k: v for k, v in meta.items() if k in ("selection", "fit_split")},
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *model_args: Any,
+        ignore_calibration_mismatch: bool = False,
+        load_calibration_file: bool = True,
+        **kwargs: Any,
+    ):
+        """`PreTrainedModel.from_pretrained` that also loads `calibration.json` (local folder or Hub).
+
+        A missing calibrator gives uncalibrated outputs with a warning; a corrupt one, or one fit for other
+        labels, raises `ValueError` unless `ignore_calibration_mismatch=True`.
+        """
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        if not load_calibration_file:
+            return model
+        hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only", "subfolder") if k in kwargs}
+        path = cached_file(
+            pretrained_model_name_or_path,
+            CALIBRATION_FILENAME,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+            **hub_kwargs,
+        )
+        if path is None:
+            logger.warning(
+                "%s has no %s: probabilities are uncalibrated (fit one with `bayesian-hf calibrate`)",
+                pretrained_model_name_or_path,
+                CALIBRATION_FILENAME,
+            )
+            return model
+        try:
+            calibration = load_calibration(
+                path, label2id=dict(model.config.label2id), ignore_mismatch=ignore_calibration_mismatch
+            )
+        except ValueError:
+            if not ignore_calibration_mismatch:
+                raise
+            logger.warning("ignoring an unreadable %s at %s", CALIBRATION_FILENAME, path)
+            return model
+        model.set_calibration(calibration)
+        return model
 
     @classmethod
     def from_bert(
@@ -586,6 +673,7 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
         num_orderings: int | None = None,
         orderings: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        ordering_seed: int | None = None,
         inputs_embeds: torch.Tensor | None = None,
         return_dict: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -595,7 +683,7 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
         r"""
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Class ids in `[0, num_labels)`; the MDL-regularised loss is returned when given.
-        unit_ids, num_orderings, orderings, generator: see [`BayesianExpectationModel.forward`].
+        unit_ids, num_orderings, orderings, generator, ordering_seed: see [`BayesianExpectationModel.forward`].
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
         base = self.bert(
@@ -607,6 +695,7 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
             num_orderings=num_orderings,
             orderings=orderings,
             generator=generator,
+            ordering_seed=ordering_seed,
             inputs_embeds=inputs_embeds,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
@@ -634,10 +723,16 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
             if self.training:
                 self.mdl_step += 1
 
+        calibrated = None
+        if self.calibration is not None and not self.training:
+            values = self.calibration.calibrator.transform(logits.detach().double().cpu().numpy())
+            calibrated = torch.as_tensor(values, dtype=stats["probs"].dtype, device=logits.device)
+
         output = BayesianSequenceClassifierOutput(
             loss=loss,
             logits=logits,
             probs=stats["probs"],
+            calibrated_probs=calibrated,
             epistemic=stats["epistemic"],
             aleatoric=stats["aleatoric"],
             total=stats["total"],

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -643,3 +644,39 @@ def load_text_classification_data(
     if verbose:
         print(table)
     return dsd, label2id
+
+
+def load_labelled_texts(
+    path: str | os.PathLike[str],
+    *,
+    label2id: Mapping[str, int],
+    text_column: str = "text",
+    label_column: str = "label",
+) -> tuple[list[str], list[int]]:
+    """Texts and label ids of ONE labelled file (csv/json/jsonl/parquet), mapped through a model's ``label2id``.
+
+    Labels may be the label names or their ids (as ints or strings). Used to calibrate or check drift on data the
+    model has not seen; raises ``ValueError`` on missing columns, empty texts or labels the model does not know.
+    """
+    ds = _load_files({"data": path}, None)["data"]
+    missing = [c for c in (text_column, label_column) if c not in ds.column_names]
+    if missing:
+        raise ValueError(f"{path} has no column(s) {missing}; available: {ds.column_names}")
+    feature = ds.features[label_column]
+    names = getattr(feature, "names", None)
+    texts = [str(t) if t is not None else "" for t in ds[text_column]]
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise ValueError(f"{path}: {len(empty)} empty text(s), first at row {empty[0]}")
+    known = {str(k): int(v) for k, v in label2id.items()}
+    ids_by_string = {str(v): int(v) for v in label2id.values()}
+    labels = []
+    for i, raw in enumerate(ds[label_column]):
+        key = names[raw] if names is not None and isinstance(raw, int) else str(raw)
+        if key in known:
+            labels.append(known[key])
+        elif key in ids_by_string:
+            labels.append(ids_by_string[key])
+        else:
+            raise ValueError(f"{path}: row {i} has label {raw!r}, unknown to the model (labels: {sorted(known)})")
+    return texts, labels

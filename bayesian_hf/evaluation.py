@@ -1,0 +1,172 @@
+"""Model-level workflows: collect outputs on a dataset, fit and attach a calibrator, check calibration drift.
+
+`calibration.py` holds the numpy calibrators (and travels with the weights); this module runs the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .calibration import (
+    ConformalPredictor,
+    LoadedCalibration,
+    calibration_summary,
+    select_calibrator,
+)
+from .metrics import classification_metrics, expected_calibration_error
+from .orderings import tokenize_with_units
+
+OUTPUT_FIELDS = ("logits", "probs", "calibrated_probs", "epistemic", "aleatoric", "total", "order_dispersion", "num_units")
+
+
+def collect_outputs(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 32,
+    num_orderings: int | None = None,
+    max_length: int | None = None,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Run the model over ``texts`` in eval mode; returns each output field stacked as a numpy array."""
+    if not len(texts):
+        raise ValueError("no texts to evaluate")
+    model.eval()
+    device = next(model.parameters()).device
+    config = model.config
+    max_length = max_length or min(config.max_position_embeddings, 512)
+    chunks: dict[str, list[np.ndarray]] = {}
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, desc="evaluating", disable=not progress, leave=False):
+        enc = tokenize_with_units(
+            tokenizer, list(texts[start : start + batch_size]), max_length=max_length,
+            segmentation=config.unit_segmentation,
+        )
+        enc.pop("truncated")
+        with torch.inference_mode():
+            out = model(**{k: v.to(device) for k, v in enc.items()}, num_orderings=num_orderings)
+        for name in OUTPUT_FIELDS:
+            value = getattr(out, name, None)
+            if value is not None:
+                chunks.setdefault(name, []).append(value.detach().float().cpu().numpy())
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+
+def _stratified_halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    first, second = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        cut = len(idx) // 2
+        first.append(idx[:cut])
+        second.append(idx[cut:])
+    return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
+
+
+def fit_model_calibration(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    *,
+    methods: Sequence[str] = ("temperature", "platt", "isotonic", "histogram"),
+    alpha: float = 0.1,
+    conformal_score: str = "aps",
+    seed: int = 0,
+    batch_size: int = 32,
+    num_orderings: int | None = None,
+) -> tuple[LoadedCalibration, dict[str, Any]]:
+    """Fit a calibrator and a conformal predictor on a calibration split and attach them to ``model``.
+
+    The split is halved (stratified, seeded): half A chooses the method by cross-fitted held-out NLL
+    (`select_calibrator`) and fits it; half B, unseen by that fit, gives the honest before/after metrics and
+    calibrates the conformal predictor on the calibrated probabilities.
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    if len(y) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(y)} labels")
+    if len(y) < 20:
+        raise ValueError(f"need at least 20 calibration examples, got {len(y)}")
+    model.set_calibration(None)
+    outputs = collect_outputs(model, tokenizer, texts, batch_size=batch_size, num_orderings=num_orderings)
+    logits = outputs["logits"]
+    fit_idx, held_idx = _stratified_halves(y, seed)
+    calibrator, selection = select_calibrator(logits[fit_idx], y[fit_idx], methods=methods, seed=seed)
+    summary = calibration_summary(logits[held_idx], y[held_idx], calibrator)
+    conformal = ConformalPredictor(alpha=alpha, score=conformal_score).fit(calibrator.transform(logits[held_idx]), y[held_idx])
+    fit_metrics = {k: v for k, v in summary.items() if isinstance(v, float) and math.isfinite(v)}
+    calibration = LoadedCalibration(
+        calibrator=calibrator,
+        conformal=conformal,
+        metadata={
+            "method": calibrator.method,
+            "fit_metrics": fit_metrics,
+            "num_samples": int(len(y)),
+            "selection": {k: selection[k] for k in ("chosen", "heldout_nll", "heldout_ece", "n_folds", "seed")},
+        },
+    )
+    model.set_calibration(calibration)
+    report = {"selection": selection, "heldout": summary, "fit_examples": len(fit_idx), "heldout_examples": len(held_idx)}
+    return calibration, report
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    *,
+    batch_size: int = 32,
+    num_orderings: int | None = None,
+) -> dict[str, float]:
+    """`metrics.classification_metrics` of the model (calibrated probabilities when a calibrator is attached),
+    with total uncertainty as the error-detection score, plus mean uncertainties."""
+    out = collect_outputs(model, tokenizer, texts, batch_size=batch_size, num_orderings=num_orderings)
+    probs = out.get("calibrated_probs", out["probs"])
+    metrics = classification_metrics(probs, np.asarray(labels), uncertainty=out["total"])
+    for name in ("epistemic", "aleatoric", "total", "order_dispersion"):
+        metrics[f"mean_{name}"] = float(out[name].mean())
+    return metrics
+
+
+def calibration_drift(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    *,
+    tolerance: float = 0.03,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Compare the ECE of the calibrated model on recent labelled data with the ECE measured when the calibrator
+    was fit; recommend recalibrating when it grew by more than ``tolerance``."""
+    calibration = getattr(model, "calibration", None)
+    if calibration is None:
+        raise ValueError("the model has no calibrator attached; fit one with `bayesian-hf calibrate` first")
+    fit_ece = calibration.metadata.get("fit_metrics", {}).get("ece_after")
+    if fit_ece is None:
+        raise ValueError("the calibrator's metadata has no fit ECE (fit_metrics.ece_after)")
+    out = collect_outputs(model, tokenizer, texts, batch_size=batch_size)
+    recent = expected_calibration_error(out["calibrated_probs"], np.asarray(labels))
+    drift = recent - float(fit_ece)
+    return {
+        "recent_ece": recent,
+        "fit_ece": float(fit_ece),
+        "drift": drift,
+        "tolerance": tolerance,
+        "num_samples": len(labels),
+        "recalibrate": bool(drift > tolerance),
+        "recommendation": (
+            f"ECE grew by {drift:.3f} (> {tolerance}): refit the calibrator on recent labelled data "
+            "(bayesian-hf calibrate)"
+            if drift > tolerance
+            else f"ECE within {tolerance} of the fit value: no action needed"
+        ),
+    }

@@ -1,0 +1,123 @@
+"""Artifacts that travel with a model: the model card (with real metrics and a reliability diagram) and the push
+of a complete model folder to the Hub in one commit."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+
+from .metrics import plot_reliability_diagram
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "model_card_template.md"
+RELIABILITY_DIAGRAM = "reliability_diagram.png"
+REQUIRED_FILES = ("config.json", "model.safetensors", "modeling_bayesian_expectation.py", "configuration_bayesian_expectation.py")
+UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".joblib", ".ckpt")
+CARD_METRICS = ("accuracy", "f1", "nll", "brier", "ece", "adaptive_ece", "mce", "auroc_error", "aurc")
+
+
+def write_model_card(
+    save_directory: str | os.PathLike,
+    model: Any,
+    *,
+    eval_metrics: Mapping[str, float],
+    eval_probs: np.ndarray,
+    eval_labels: np.ndarray,
+    dataset_name: str,
+    eval_split: str = "test",
+    repo_id: str | None = None,
+    template_path: str | os.PathLike | None = None,
+) -> ModelCard:
+    """Render `model_cards/model_card_template.md` into ``README.md`` with the measured metrics, the calibrator's
+    before/after table and a reliability diagram (``reliability_diagram.png``) of ``eval_probs``."""
+    save_directory = Path(save_directory)
+    config = model.config
+    calibration = getattr(model, "calibration", None)
+    plot_reliability_diagram(eval_probs, eval_labels, save_directory / RELIABILITY_DIAGRAM,
+                             title=f"Reliability on {dataset_name} ({eval_split})")
+    metrics = {k: float(eval_metrics[k]) for k in CARD_METRICS if k in eval_metrics and np.isfinite(eval_metrics[k])}
+    name = repo_id or save_directory.name
+    results = [
+        EvalResult(task_type="text-classification", dataset_type=dataset_name, dataset_name=dataset_name,
+                   dataset_split=eval_split, metric_type=key, metric_value=value, metric_name=key)
+        for key, value in metrics.items()
+    ]
+    base_model = getattr(config, "base_model_name_or_path", None)
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="text-classification",
+        base_model=base_model if base_model and not os.path.isabs(str(base_model)) else None,
+        tags=["bayesian-hf", "uncertainty", "calibration", "text-classification", "custom_code"],
+        datasets=[dataset_name],
+        metrics=list(metrics),
+        model_name=name,
+        eval_results=results or None,
+    )
+    table: dict[str, tuple[float, float]] = {}
+    conformal = None
+    if calibration is not None:
+        fit = calibration.metadata.get("fit_metrics", {})
+        for key in ("ece", "mce", "nll", "brier", "accuracy"):
+            if f"{key}_before" in fit and f"{key}_after" in fit:
+                table[key] = (float(fit[f"{key}_before"]), float(fit[f"{key}_after"]))
+        if calibration.conformal is not None:
+            conformal = f"{calibration.conformal.score.upper()} at coverage {1 - calibration.conformal.alpha:.2f}"
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(template_path or TEMPLATE),
+        model_name=name,
+        repo_id=repo_id or "path/to/model",
+        base_model=base_model or "a BERT checkpoint",
+        unit_segmentation=config.unit_segmentation,
+        num_orderings=config.num_orderings,
+        bayesian_layers=config.bayesian_layers,
+        eval_split=eval_split,
+        dataset_name=dataset_name,
+        eval_num_samples=int(len(eval_labels)),
+        eval_metrics=metrics,
+        calibration_method=calibration.calibrator.method if calibration is not None else "none (uncalibrated)",
+        calibration_num_samples=calibration.metadata.get("num_samples", 0) if calibration is not None else 0,
+        calibration_table=table,
+        conformal=conformal,
+        reliability_diagram=RELIABILITY_DIAGRAM,
+        max_length=min(config.max_position_embeddings, 512),
+    )
+    card.save(str(save_directory / "README.md"))
+    return card
+
+
+def check_model_folder(folder: str | os.PathLike) -> list[str]:
+    """The files to push; raises `ValueError` if a required file is missing or a pickle-based file is present."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a model folder")
+    names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    missing = [f for f in REQUIRED_FILES if f not in names]
+    if missing:
+        raise ValueError(f"{folder} is missing {missing}; save it with save_pretrained first")
+    unsafe = [n for n in names if n.endswith(UNSAFE_SUFFIXES)]
+    if unsafe:
+        raise ValueError(f"refusing to push pickle-based files {unsafe}: artifacts must be JSON or safetensors")
+    return names
+
+
+def push_model_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = "Upload Bayesian-expectation model with calibrator and model card",
+) -> str:
+    """Push weights, config, tokenizer, calibrator, model card, reliability diagram and modeling code in ONE
+    commit; returns the commit URL."""
+    check_model_folder(folder)
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message,
+                             ignore_patterns=[".cache/*", "checkpoint-*/*", "runs/*"])
+    return str(getattr(info, "commit_url", info))

@@ -1,0 +1,239 @@
+"""Uncertainty-aware text classification: the ``"uncertainty-classification"`` pipeline and the batched
+``predict`` the HTTP service uses. Both format results with :func:`format_predictions`, the one place that turns
+model outputs into ``label / score / probabilities / uncertainty / decision`` records.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Pipeline
+
+from .diagnostics import optimal_cot_length
+from .orderings import tokenize_with_units
+
+DEFAULT_THRESHOLDS: dict[str, float] = {"accept": 0.9, "review": 0.6}
+DEFAULT_COT_PARAMS: dict[str, float] = {"alpha": 1.0, "bits_gap": 1.0, "epsilon": 0.05}
+OUTPUT_KEYS = ("logits", "probs", "calibrated_probs", "epistemic", "aleatoric", "total", "order_dispersion", "num_units")
+
+
+def validate_thresholds(thresholds: Mapping[str, float] | None) -> dict[str, float]:
+    """Merge with the defaults and check ``0 <= review <= accept <= 1``."""
+    merged = dict(DEFAULT_THRESHOLDS)
+    for key, value in dict(thresholds or {}).items():
+        if key not in DEFAULT_THRESHOLDS:
+            raise ValueError(f"unknown threshold {key!r}; expected {sorted(DEFAULT_THRESHOLDS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"threshold {key!r} must be a number in [0, 1], got {value!r}")
+        merged[key] = float(value)
+    if merged["review"] > merged["accept"]:
+        raise ValueError(f"threshold 'review' ({merged['review']}) must not exceed 'accept' ({merged['accept']})")
+    return merged
+
+
+def decide(confidence: float, thresholds: Mapping[str, float], set_size: int | None = None) -> str:
+    """``accept`` when the calibrated confidence reaches ``accept`` (and the conformal set, if any, is a single
+    label), ``review`` when it reaches ``review``, otherwise ``escalate``."""
+    if confidence >= thresholds["accept"] and (set_size is None or set_size == 1):
+        return "accept"
+    if confidence >= thresholds["review"]:
+        return "review"
+    return "escalate"
+
+
+def format_predictions(
+    outputs: Mapping[str, Any],
+    id2label: Mapping[int, str],
+    *,
+    conformal: Any | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    truncated: Sequence[bool] | None = None,
+    return_cot: bool = False,
+    cot_params: Mapping[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """One record per example from model outputs (tensors or arrays with a leading batch dimension)."""
+    thresholds = validate_thresholds(thresholds)
+    arrays = {k: _numpy(v) for k, v in outputs.items() if v is not None}
+    probs = arrays.get("calibrated_probs", arrays["probs"])
+    calibrated = "calibrated_probs" in arrays
+    sets = conformal.predict_sets(probs) if conformal is not None else None
+    cot_params = {**DEFAULT_COT_PARAMS, **dict(cot_params or {})}
+    records = []
+    for i in range(probs.shape[0]):
+        best = int(probs[i].argmax())
+        confidence = float(probs[i, best])
+        record: dict[str, Any] = {
+            "label": id2label[best],
+            "score": confidence,
+            "calibrated": calibrated,
+            "probabilities": {id2label[c]: float(p) for c, p in enumerate(probs[i])},
+            "uncertainty": {
+                "epistemic": float(arrays["epistemic"][i]),
+                "aleatoric": float(arrays["aleatoric"][i]),
+                "total": float(arrays["total"][i]),
+            },
+            "order_dispersion": float(arrays["order_dispersion"][i]),
+            "num_units": int(arrays["num_units"][i]),
+        }
+        set_size = None
+        if sets is not None:
+            record["prediction_set"] = [id2label[c] for c in sets[i]]
+            set_size = len(sets[i])
+        record["decision"] = decide(confidence, thresholds, set_size)
+        if truncated is not None:
+            record["truncated"] = bool(truncated[i])
+        if return_cot:
+            entropy_bits = max(float(arrays["total"][i]) / math.log(2), 1e-6)
+            record["cot"] = optimal_cot_length(
+                max(record["num_units"], 1), cot_params["alpha"], entropy_bits, cot_params["bits_gap"], cot_params["epsilon"]
+            ).to_dict()
+        records.append(record)
+    return records
+
+
+def _numpy(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().float().cpu().numpy() if value.is_floating_point() else value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def predict(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    num_orderings: int | None = None,
+    seed: int | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    max_length: int | None = None,
+    return_cot: bool = False,
+    cot_params: Mapping[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """Classify ``texts`` in ONE forward pass and return one record per text (see :func:`format_predictions`).
+
+    ``seed`` replaces the model's ordering seed for this call; results never depend on the other texts.
+    Texts longer than ``max_length`` are truncated and flagged ``"truncated": true``.
+    """
+    if isinstance(texts, str) or not len(texts):
+        raise ValueError("texts must be a non-empty list of strings")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"text {i} is empty or not a string")
+    thresholds = validate_thresholds(thresholds)
+    config = model.config
+    enc = tokenize_with_units(
+        tokenizer, list(texts), max_length=max_length or min(config.max_position_embeddings, 512),
+        segmentation=config.unit_segmentation,
+    )
+    truncated = enc.pop("truncated").tolist()
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        out = model(**{k: v.to(device) for k, v in enc.items()}, num_orderings=num_orderings, ordering_seed=seed)
+    calibration = getattr(model, "calibration", None)
+    return format_predictions(
+        {k: getattr(out, k, None) for k in OUTPUT_KEYS},
+        config.id2label,
+        conformal=calibration.conformal if calibration is not None else None,
+        thresholds=thresholds,
+        truncated=truncated,
+        return_cot=return_cot,
+        cot_params=cot_params,
+    )
+
+
+class UncertaintyClassificationPipeline(Pipeline):
+    """``pipeline("uncertainty-classification", model=...)``: label, calibrated score, probabilities,
+    uncertainty (epistemic / aleatoric / total), order dispersion, a decision and, with a conformal calibrator,
+    a prediction set.
+
+    Call parameters: ``num_orderings``, ``seed``, ``thresholds`` (``{"accept": 0.9, "review": 0.6}``),
+    ``max_length``, ``return_cot``, ``cot_params``. Units come from the model config's segmentation; texts longer
+    than ``max_length`` are flagged ``"truncated": true`` instead of being cut silently.
+    """
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = True
+
+    def _sanitize_parameters(
+        self,
+        num_orderings: int | None = None,
+        seed: int | None = None,
+        thresholds: Mapping[str, float] | None = None,
+        max_length: int | None = None,
+        return_cot: bool | None = None,
+        cot_params: Mapping[str, float] | None = None,
+        **kwargs: Any,
+    ) -> tuple[dict, dict, dict]:
+        if kwargs:
+            raise ValueError(f"unknown uncertainty-classification parameters: {sorted(kwargs)}")
+        preprocess = {"max_length": max_length} if max_length is not None else {}
+        forward: dict[str, Any] = {}
+        if num_orderings is not None:
+            if isinstance(num_orderings, bool) or not isinstance(num_orderings, int) or num_orderings < 1:
+                raise ValueError(f"num_orderings must be an integer >= 1, got {num_orderings!r}")
+            forward["num_orderings"] = num_orderings
+        if seed is not None:
+            forward["seed"] = int(seed)
+        post: dict[str, Any] = {}
+        if thresholds is not None:
+            post["thresholds"] = validate_thresholds(thresholds)
+        if return_cot is not None:
+            post["return_cot"] = bool(return_cot)
+        if cot_params is not None:
+            post["cot_params"] = dict(cot_params)
+        return preprocess, forward, post
+
+    def preprocess(self, inputs: str, max_length: int | None = None) -> dict[str, torch.Tensor]:
+        if not isinstance(inputs, str) or not inputs.strip():
+            raise ValueError("uncertainty-classification needs a non-empty string")
+        config = self.model.config
+        return tokenize_with_units(
+            self.tokenizer, [inputs], max_length=max_length or min(config.max_position_embeddings, 512),
+            segmentation=config.unit_segmentation,
+        )
+
+    def _forward(self, model_inputs: dict[str, torch.Tensor], num_orderings: int | None = None, seed: int | None = None):
+        truncated = model_inputs.pop("truncated")
+        out = self.model(**model_inputs, num_orderings=num_orderings, ordering_seed=seed)
+        result = {k: getattr(out, k) for k in OUTPUT_KEYS if getattr(out, k, None) is not None}
+        result["truncated"] = truncated
+        return result
+
+    def postprocess(
+        self,
+        model_outputs: dict[str, torch.Tensor],
+        thresholds: Mapping[str, float] | None = None,
+        return_cot: bool = False,
+        cot_params: Mapping[str, float] | None = None,
+    ) -> dict[str, Any]:
+        calibration = getattr(self.model, "calibration", None)
+        truncated = model_outputs.pop("truncated")
+        return format_predictions(
+            model_outputs,
+            self.model.config.id2label,
+            conformal=calibration.conformal if calibration is not None else None,
+            thresholds=thresholds,
+            truncated=_numpy(truncated).reshape(-1).tolist(),
+            return_cot=return_cot,
+            cot_params=cot_params,
+        )[0]
+
+
+def register_pipeline() -> None:
+    """Register ``"uncertainty-classification"`` with ``transformers.pipeline`` (done on ``import bayesian_hf``)."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    if "uncertainty-classification" not in PIPELINE_REGISTRY.supported_tasks:
+        PIPELINE_REGISTRY.register_pipeline(
+            "uncertainty-classification",
+            pipeline_class=UncertaintyClassificationPipeline,
+            pt_model=AutoModelForSequenceClassification,
+            type="text",
+        )
