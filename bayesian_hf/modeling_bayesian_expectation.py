@@ -561,6 +561,10 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
     ``probs`` and whose entropy decomposition gives ``epistemic`` / ``aleatoric`` / ``total``.
     """
 
+    # the loss is a per-example mean, never rescaled by Trainer's num_items_in_batch (which would multiply it by
+    # the world size under DDP with average_tokens_across_devices)
+    accepts_loss_kwargs = False
+
     def __init__(self, config: BayesianExpectationConfig) -> None:
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -568,7 +572,7 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.mdl_step = 0  # training steps seen, for the beta annealing (set by the Trainer callback)
+        self.mdl_step = 0  # optimizer steps so far, for the beta annealing; BayesianTrainer / MDLStepCallback set it
         self.calibration: LoadedCalibration | None = None  # saved as calibration.json next to the weights
         self.post_init()
 
@@ -720,8 +724,6 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
                 raise ValueError(f"labels must be in [0, {self.num_labels}), got values {labels.unique().tolist()}")
             beta = annealed_beta(self.config.mdl_beta, self.mdl_step, self.config.mdl_anneal_steps)
             loss, _ = mdl_loss(alpha, labels, self.config.prior_concentration, beta)
-            if self.training:
-                self.mdl_step += 1
 
         calibrated = None
         if self.calibration is not None and not self.training:
