@@ -1,0 +1,565 @@
+"""The FastAPI app: ``create_app(settings)``.
+
+Request path, outermost first:
+
+1. ``CORSMiddleware`` (only when origins are configured) answers browser preflights.
+2. ``ServiceMiddleware`` (pure ASGI): request id, metrics, API key check (401/403) and rate limit (429) on the
+   protected endpoints *before the body is read*, and the body size limit (413).
+3. FastAPI: strict pydantic validation (422), then the endpoint, which checks the per-text byte limit and the
+   text count (413), resolves defaults and waits — at most ``request_timeout_s`` (504) — for the micro-batcher.
+
+Every error is JSON ``{"error": {"code", "message", "details"?, "request_id"}}``; unexpected exceptions are logged
+with their traceback server-side and answered with a generic 500 that carries no exception text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import os
+import platform
+import re
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPBearer
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .auth import ApiKeyAuth, AuthError, RateLimiter
+from .batching import BatcherClosed, MicroBatcher, PredictParams
+from .metrics import ServiceMetrics
+from .schemas import (
+    BatchPredictRequest,
+    BatchPredictResponse,
+    CalibrationInfo,
+    CardMetric,
+    ErrorResponse,
+    HealthResponse,
+    ModelInfo,
+    Prediction,
+    PredictOptions,
+    PredictRequest,
+    ReadyResponse,
+)
+from .settings import ServeSettings
+
+logger = logging.getLogger("bayesian_hf.serving")
+
+PROTECTED_PATHS = frozenset({"/predict", "/batch-predict", "/model-info"})
+KNOWN_PATHS = frozenset(
+    {"/predict", "/batch-predict", "/model-info", "/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json",
+     "/docs/oauth2-redirect"}
+)
+PREDICTION_FIELDS = tuple(Prediction.model_fields)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large",
+                 415: "unsupported_media_type", 422: "validation_error", 429: "rate_limited",
+                 500: "internal_error", 503: "unavailable", 504: "timeout"}
+
+Loader = Callable[[ServeSettings], tuple[Any, Any]]
+
+
+class ApiError(StarletteHTTPException):
+    """An error with a machine-readable ``code``; rendered as the JSON error body."""
+
+    def __init__(self, status_code: int, code: str, message: str, *, details: list[dict] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(status_code=status_code, detail=message, headers=headers)
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def error_response(request_id: str | None, status: int, code: str, message: str, *,
+                   details: list[dict] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
+    if details:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def load_model(settings: ServeSettings) -> tuple[Any, Any]:
+    """The default loader: the Bayesian model (with its calibration.json) and its tokenizer, in eval mode."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from ..modeling_bayesian_expectation import BayesianExpectationForSequenceClassification
+
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    model = BayesianExpectationForSequenceClassification.from_pretrained(settings.model)
+    model = model.to(settings.device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(settings.model)
+    return model, tokenizer
+
+
+def _card_metrics(model_path: str) -> list[dict[str, Any]] | None:
+    """Metrics of the model card's ``model-index`` (README.md in the model folder), or ``None``."""
+    readme = os.path.join(model_path, "README.md")
+    if not os.path.isfile(readme):
+        return None
+    try:
+        from huggingface_hub import ModelCard
+
+        data = ModelCard.load(readme, ignore_metadata_errors=True).data.to_dict()
+    except Exception as err:  # a broken card must not stop the service
+        logger.warning("could not read the model card %s: %s", readme, err)
+        return None
+    metrics: list[dict[str, Any]] = []
+    for entry in data.get("model-index") or []:
+        for result in (entry or {}).get("results") or []:
+            task = (result.get("task") or {})
+            dataset = (result.get("dataset") or {})
+            for metric in result.get("metrics") or []:
+                if not isinstance(metric, dict) or "type" not in metric:
+                    continue
+                metrics.append({
+                    "task": task.get("type"), "dataset": dataset.get("name") or dataset.get("type"),
+                    "split": dataset.get("split"), "type": str(metric["type"]), "name": metric.get("name"),
+                    "value": metric.get("value"),
+                })
+    return metrics or None
+
+
+def _sha256_file(path: str) -> str | None:
+    if not os.path.isfile(path):
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def build_model_info(settings: ServeSettings, model: Any) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    config = model.config
+    local = os.path.isdir(settings.model)
+    config_dict = _json_safe(config.to_dict())
+    for key in ("_name_or_path", "name_or_path", "base_model_name_or_path"):  # no server file paths
+        if isinstance(config_dict.get(key), str) and os.path.isabs(config_dict[key]):
+            config_dict[key] = os.path.basename(os.path.normpath(config_dict[key]))
+    calibration = getattr(model, "calibration", None)
+    if calibration is not None:
+        meta = calibration.metadata
+        calib = CalibrationInfo(
+            calibrated=True, method=calibration.calibrator.method,
+            fit_metrics=_json_safe(meta.get("fit_metrics")), num_samples=meta.get("num_samples"),
+            conformal=_json_safe(calibration.conformal.to_dict()) if calibration.conformal is not None else None,
+        )
+    else:
+        calib = CalibrationInfo(calibrated=False)
+    labels = [config.id2label[i] for i in range(config.num_labels)]
+    card = _card_metrics(settings.model) if local else None
+    return ModelInfo(
+        model_id=os.path.basename(os.path.normpath(settings.model)) if local else settings.model,
+        model_type=config.model_type,
+        versions={"bayesian_hf": __version__, "transformers": transformers.__version__, "torch": torch.__version__,
+                  "python": platform.python_version()},
+        labels=labels,
+        num_labels=config.num_labels,
+        num_orderings=settings.num_orderings or config.num_orderings,
+        config=config_dict,
+        calibration=calib,
+        card_metrics=[CardMetric(**m) for m in card] if card else None,
+        weights_sha256=_sha256_file(os.path.join(settings.model, "model.safetensors")) if local else None,
+        device=str(settings.device),
+        serving=settings.public_dict(),
+    ).model_dump(mode="json", exclude_none=True)
+
+
+# ------------------------------------------------------------------------------------------------------ state
+class ServiceState:
+    """What the endpoints share: settings, metrics, auth, rate limiter, batcher and the loaded model."""
+
+    def __init__(self, settings: ServeSettings, loader: Loader) -> None:
+        self.settings = settings
+        self.loader = loader
+        self.metrics = ServiceMetrics()
+        self.auth = ApiKeyAuth.from_file(settings.api_key_file) if settings.api_key_file else None
+        self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
+        self.batcher = MicroBatcher(self.infer, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
+                                    metrics=self.metrics)
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.info: dict[str, Any] | None = None
+        self.status = "loading"
+        self.detail: str | None = None
+
+    def infer(self, texts: list[str], params: PredictParams) -> list[dict[str, Any]]:
+        """One forward pass (runs in the batcher's worker thread)."""
+        from ..pipelines import predict
+
+        return predict(self.model, self.tokenizer, texts, num_orderings=params.num_orderings,
+                       thresholds=dict(params.thresholds), max_length=self.settings.max_length,
+                       return_cot=params.return_cot)
+
+    async def load(self) -> None:
+        try:
+            model, tokenizer = await asyncio.to_thread(self.loader, self.settings)
+            info = await asyncio.to_thread(build_model_info, self.settings, model)
+        except Exception as err:
+            logger.exception("failed to load model %s", self.settings.model)
+            self.status = "failed"
+            self.detail = f"{type(err).__name__}: {str(err)[:300]}"
+            return
+        self.model, self.tokenizer, self.info = model, tokenizer, info
+        if self.status == "loading":
+            self.status = "ready"
+        self.metrics.model_ready.set(1)
+        calibrator = info["calibration"].get("method") or "none"
+        self.metrics.model_info.labels(model=info["model_id"], version=info["versions"]["bayesian_hf"],
+                                       calibrator=calibrator).set(1)
+        logger.info("model %s ready (labels %s, calibrator %s)", info["model_id"], info["labels"], calibrator)
+
+    def require_ready(self) -> None:
+        if self.status == "stopping":
+            raise ApiError(503, "shutting_down", "the service is shutting down", headers={"Retry-After": "5"})
+        if self.status != "ready":
+            message = "the model is still loading" if self.status == "loading" else "the model failed to load"
+            raise ApiError(503, "not_ready", message, headers={"Retry-After": "1"})
+
+
+# ------------------------------------------------------------------------------------------------- middleware
+class BodyTooLarge(ApiError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, "body_too_large", f"request body exceeds {limit} bytes")
+
+
+class ServiceMiddleware:
+    """Request id, metrics, API keys, rate limit and the body limit, as a pure ASGI middleware."""
+
+    def __init__(self, app: Any, state: ServiceState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = self.state
+        started = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        given_id = headers.get("x-request-id", "")
+        request_id = given_id if _REQUEST_ID.fullmatch(given_id) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        path = scope.get("path", "")
+        endpoint = path if path in KNOWN_PATHS else "other"
+        method = scope.get("method", "GET")
+        status = [500]
+        response_started = [False]
+
+        async def send_wrapper(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                response_started[0] = True
+                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+            await send(message)
+
+        state.metrics.in_flight.inc()
+        try:
+            refusal = self._gate(scope, headers, path, method, request_id)
+            if refusal is not None:
+                await refusal(scope, receive, send_wrapper)
+                return
+            try:
+                await self.app(scope, self._limited_receive(receive), send_wrapper)
+            except Exception as exc:  # answered here, so the traceback is logged once and never sent
+                logger.error("unhandled error in request %s", request_id, exc_info=(type(exc), exc, exc.__traceback__))
+                if response_started[0]:
+                    raise
+                await error_response(request_id, 500, "internal_error", "internal server error")(
+                    scope, receive, send_wrapper)
+        finally:
+            state.metrics.in_flight.dec()
+            state.metrics.observe_request(endpoint, method, status[0], time.perf_counter() - started)
+
+    def _gate(self, scope: dict, headers: dict[str, str], path: str, method: str, request_id: str) -> Response | None:
+        """Auth, rate limit and the declared body size, before anything is read."""
+        state = self.state
+        if path in PROTECTED_PATHS and method != "OPTIONS":
+            client = (scope.get("client") or ("unknown", 0))[0]
+            bucket = f"ip:{client}"
+            if state.auth is not None:
+                try:
+                    bucket = "key:" + state.auth.authenticate(headers)
+                except AuthError as err:
+                    # failed attempts spend the client address's tokens, so keys cannot be guessed at full speed
+                    if state.limiter is not None and err.status == 403:
+                        ok, retry_after = state.limiter.acquire(bucket)
+                        if not ok:
+                            state.metrics.rate_limited.inc()
+                            return error_response(request_id, 429, "rate_limited", "too many failed API key "
+                                                  f"attempts; retry after {retry_after} s",
+                                                  headers={"Retry-After": str(retry_after)})
+                    extra = {"WWW-Authenticate": 'Bearer realm="bayesian-hf"'} if err.status == 401 else None
+                    return error_response(request_id, err.status, err.code, err.message, headers=extra)
+            if state.limiter is not None:
+                ok, retry_after = state.limiter.acquire(bucket)
+                if not ok:
+                    state.metrics.rate_limited.inc()
+                    return error_response(request_id, 429, "rate_limited",
+                                          f"rate limit of {state.settings.rate_limit} exceeded; retry after "
+                                          f"{retry_after} s", headers={"Retry-After": str(retry_after)})
+        if method == "POST" and path in PROTECTED_PATHS:
+            media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+                return error_response(request_id, 415, "unsupported_media_type",
+                                      "send the body as JSON with 'Content-Type: application/json'")
+        declared = headers.get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                return error_response(request_id, 400, "bad_request", "invalid Content-Length header")
+            if size > state.settings.body_limit:
+                return error_response(request_id, 413, "body_too_large",
+                                      f"request body exceeds {state.settings.body_limit} bytes")
+        return None
+
+    def _limited_receive(self, receive: Callable) -> Callable:
+        limit = self.state.settings.body_limit
+        seen = [0]
+
+        async def limited() -> dict:
+            message = await receive()
+            if message["type"] == "http.request":
+                seen[0] += len(message.get("body", b""))
+                if seen[0] > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        return limited
+
+
+# ------------------------------------------------------------------------------------------------- the app
+DESCRIPTION = """Uncertainty-aware text classification with a Bayesian-in-expectation BERT.
+
+Each prediction carries a (calibrated) confidence, probabilities, the uncertainty decomposed into epistemic and
+aleatoric parts, the order dispersion, a routing decision (`accept` / `review` / `escalate`) and, when the model
+has a conformal calibrator, a prediction set. Concurrent requests are micro-batched into shared forward passes.
+
+When the server was started with an API key file, `/predict`, `/batch-predict` and `/model-info` need
+`Authorization: Bearer <key>` or `X-API-Key: <key>` (401 without, 403 with a wrong key). Errors are JSON
+`{"error": {"code", "message", "details", "request_id"}}`. See docs/serving.md.
+"""
+
+_ERRORS = {
+    401: {"model": ErrorResponse, "description": "API key missing"},
+    403: {"model": ErrorResponse, "description": "API key wrong"},
+    413: {"model": ErrorResponse, "description": "body, a text or the number of texts over the limit"},
+    415: {"model": ErrorResponse, "description": "Content-Type is not application/json"},
+    422: {"model": ErrorResponse, "description": "invalid JSON, wrong types, unknown fields, empty text"},
+    429: {"model": ErrorResponse, "description": "rate limit exceeded (see Retry-After)"},
+    500: {"model": ErrorResponse, "description": "internal error (no details are exposed)"},
+    503: {"model": ErrorResponse, "description": "model not loaded yet, or shutting down"},
+    504: {"model": ErrorResponse, "description": "request timeout"},
+}
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKeyHeader")
+_bearer = HTTPBearer(auto_error=False, scheme_name="BearerKey")
+
+
+def _documented_security(api_key: str | None = Security(_api_key_header), bearer: Any = Security(_bearer)) -> None:
+    """Declares the API key schemes in the OpenAPI document; keys are checked by ServiceMiddleware."""
+
+
+def _validation_details(errors: list[dict]) -> list[dict]:
+    details = []
+    for err in errors[:50]:
+        details.append({"loc": [p if isinstance(p, int) else str(p) for p in err.get("loc", ())],
+                        "msg": str(err.get("msg", "invalid value"))[:300], "type": str(err.get("type", "value_error"))})
+    return details
+
+
+def create_app(settings: ServeSettings, *, loader: Loader | None = None) -> FastAPI:
+    """Build the service. The model is loaded in the background when the app starts (``/ready`` turns 200 then),
+    not here, so ``create_app`` is cheap (``scripts/export_openapi.py`` uses it without a model)."""
+    state = ServiceState(settings, loader or load_model)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await state.batcher.start()
+        load_task = asyncio.get_running_loop().create_task(state.load(), name="bayesian-hf-load")
+        try:
+            yield
+        finally:
+            # uvicorn has stopped accepting connections and waited for in-flight requests; finish the queue
+            state.status = "stopping"
+            await state.batcher.close()
+            if not load_task.done():
+                load_task.cancel()
+            state.metrics.model_ready.set(0)
+            logger.info("bayesian-hf service stopped")
+
+    from .. import __version__
+
+    app = FastAPI(title="bayesian-hf", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
+    app.state.service = state
+
+    # ------------------------------------------------------------------------------------------ errors
+    def rid(request: Request) -> str | None:
+        return request.scope.get("state", {}).get("request_id")
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error_response(rid(request), 422, "invalid_json", "the request body is not valid JSON",
+                                  details=_validation_details(errors))
+        return error_response(rid(request), 422, "validation_error", "the request body is invalid",
+                              details=_validation_details(errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc, ApiError):
+            return error_response(rid(request), exc.status_code, exc.code, exc.message, details=exc.details,
+                                  headers=exc.headers)
+        if exc.status_code == 400 and request.method == "POST":  # FastAPI could not decode the body (not UTF-8)
+            return error_response(rid(request), 422, "invalid_json", "the request body is not valid UTF-8 JSON")
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) and exc.status_code < 500 else code.replace("_", " ")
+        return error_response(rid(request), exc.status_code, code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _on_exception(request: Request, exc: Exception) -> JSONResponse:
+        # a backstop: ServiceMiddleware answers errors of the app itself; this catches errors of the middleware
+        logger.error("unhandled error in request %s", rid(request), exc_info=(type(exc), exc, exc.__traceback__))
+        request_id = rid(request)
+        return error_response(request_id, 500, "internal_error", "internal server error",
+                              headers={"X-Request-ID": request_id} if request_id else None)
+
+    # ---------------------------------------------------------------------------------------- helpers
+    def resolve(options: PredictOptions) -> PredictParams:
+        from ..pipelines import validate_thresholds
+
+        num_orderings = options.num_orderings or settings.num_orderings or state.model.config.num_orderings
+        if options.num_orderings is not None and options.num_orderings > settings.max_num_orderings:
+            raise ApiError(422, "validation_error", f"num_orderings must be at most {settings.max_num_orderings}",
+                           details=[{"loc": ["body", "num_orderings"], "type": "less_than_equal",
+                                     "msg": f"must be <= {settings.max_num_orderings}"}])
+        merged = dict(settings.thresholds)
+        if options.thresholds is not None:
+            merged.update(options.thresholds.model_dump(exclude_none=True))
+        try:
+            thresholds = validate_thresholds(merged)
+        except ValueError as err:
+            raise ApiError(422, "validation_error", str(err),
+                           details=[{"loc": ["body", "thresholds"], "type": "threshold_order", "msg": str(err)}]) from None
+        return PredictParams.make(int(num_orderings), thresholds, options.return_cot)
+
+    def check_texts(texts: list[str], field: str) -> None:
+        if len(texts) > settings.max_texts:
+            raise ApiError(413, "too_many_texts", f"{len(texts)} texts exceed the limit of {settings.max_texts}")
+        for i, text in enumerate(texts):
+            size = len(text.encode("utf-8"))
+            if size > settings.max_text_bytes:
+                loc = ["body", field] + ([i] if field == "texts" else [])
+                raise ApiError(413, "text_too_large", f"text is {size} bytes; the limit is {settings.max_text_bytes}",
+                               details=[{"loc": loc, "type": "text_too_large",
+                                         "msg": f"at most {settings.max_text_bytes} UTF-8 bytes"}])
+
+    async def run(texts: list[str], options: PredictOptions) -> list[dict[str, Any]]:
+        state.require_ready()
+        params = resolve(options)
+        try:
+            records = await asyncio.wait_for(state.batcher.submit(texts, params), settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            state.metrics.timeouts.inc()
+            raise ApiError(504, "timeout", f"the request took longer than {settings.request_timeout_s:g} s") from None
+        except BatcherClosed:
+            raise ApiError(503, "shutting_down", "the service is shutting down", headers={"Retry-After": "5"}) from None
+        except Exception as exc:
+            logger.error("inference failed", exc_info=(type(exc), exc, exc.__traceback__))
+            raise ApiError(500, "internal_error", "internal server error") from None
+        state.metrics.observe_predictions(records)
+        out = []
+        for record in records:
+            item = {k: record[k] for k in PREDICTION_FIELDS if k in record}
+            if not options.return_uncertainty:
+                item.pop("uncertainty", None)
+                item.pop("order_dispersion", None)
+            out.append(item)
+        return out
+
+    # -------------------------------------------------------------------------------------- endpoints
+    protected = [Security(_documented_security)]
+
+    @app.post("/predict", response_model=Prediction, response_model_exclude_none=True, responses=_ERRORS,
+              dependencies=protected, summary="Classify one text")
+    async def predict_one(body: PredictRequest) -> Any:
+        check_texts([body.text], "text")
+        return (await run([body.text], body))[0]
+
+    @app.post("/batch-predict", response_model=BatchPredictResponse, response_model_exclude_none=True,
+              responses=_ERRORS, dependencies=protected, summary="Classify several texts")
+    async def predict_batch(body: BatchPredictRequest) -> Any:
+        started = time.perf_counter()
+        check_texts(body.texts, "texts")
+        results = await run(body.texts, body)
+        return {"results": results, "count": len(results), "total_time_ms": (time.perf_counter() - started) * 1000}
+
+    @app.get("/health", response_model=HealthResponse, summary="Liveness: the process answers")
+    async def health() -> Any:
+        return {"status": "ok"}
+
+    @app.get("/ready", response_model=ReadyResponse, response_model_exclude_none=True,
+             responses={503: {"model": ReadyResponse, "description": "loading, failed or stopping"}},
+             summary="Readiness: the model is loaded")
+    async def ready() -> Any:
+        body = {"status": state.status, "model": state.info["model_id"] if state.info else None,
+                "detail": state.detail}
+        if state.status != "ready":
+            return JSONResponse({k: v for k, v in body.items() if v is not None}, status_code=503,
+                                headers={"Retry-After": "1"})
+        return body
+
+    @app.get("/model-info", response_model=ModelInfo, response_model_exclude_none=True, dependencies=protected,
+             responses={k: _ERRORS[k] for k in (401, 403, 429, 503)}, summary="Model, labels, calibrator, metrics")
+    async def model_info() -> Any:
+        state.require_ready()
+        return state.info
+
+    @app.get("/metrics", response_class=Response, summary="Prometheus metrics",
+             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
+    app.add_middleware(ServiceMiddleware, state=state)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"], max_age=600,
+        )
+    return app
+

@@ -1,0 +1,159 @@
+"""API keys and the per-key rate limit.
+
+Keys come from a file (one per line, ``#`` starts a comment). A request presents its key as
+``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. The presented key is compared with *every* configured key
+through ``hmac.compare_digest`` on SHA-256 digests, so the time taken depends neither on where a near-miss differs
+nor on which key matched. Keys are never logged or exported: they are identified by ``key_id``, the first 12 hex
+digits of their SHA-256 digest.
+
+The rate limit is a token bucket per key id (per client address when no keys are configured): it holds up to
+``requests`` tokens, refills at ``requests / period`` tokens per second, and each request takes one. An empty
+bucket answers 429 with ``Retry-After`` = seconds until the next token, rounded up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import os
+import stat
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from .settings import RateLimit
+
+logger = logging.getLogger(__name__)
+
+MIN_KEY_LENGTH = 16
+
+
+class AuthError(Exception):
+    """``status`` 401 (no key) or 403 (wrong key)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def key_id(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+
+
+def load_api_keys(path: str | os.PathLike[str]) -> list[str]:
+    """Read the key file. Raises ``ValueError`` when it has no key, a key shorter than 16 characters, or a key
+    with whitespace inside; warns when other users may read it."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as err:
+        raise ValueError(f"cannot read API key file {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"API key file {path} is not UTF-8 text") from None
+    keys: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        if any(c.isspace() for c in text):
+            raise ValueError(f"API key file {path}, line {number}: a key must not contain whitespace")
+        if len(text) < MIN_KEY_LENGTH:
+            raise ValueError(f"API key file {path}, line {number}: keys must have at least {MIN_KEY_LENGTH} characters")
+        keys.append(text)
+    if not keys:
+        raise ValueError(f"API key file {path} has no keys (one per line, '#' for comments)")
+    try:
+        mode = os.stat(path).st_mode
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            logger.warning("API key file %s is readable by other users; chmod 600 it", path)
+    except OSError:  # pragma: no cover
+        pass
+    return list(dict.fromkeys(keys))
+
+
+class ApiKeyAuth:
+    """Checks the key of a request against the configured keys in constant time."""
+
+    def __init__(self, keys: list[str]) -> None:
+        if not keys:
+            raise ValueError("ApiKeyAuth needs at least one key")
+        self._digests = [(hashlib.sha256(k.encode("utf-8")).digest(), key_id(k)) for k in keys]
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> ApiKeyAuth:
+        return cls(load_api_keys(path))
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    @staticmethod
+    def presented_key(headers: dict[str, str]) -> str | None:
+        """The key from ``Authorization: Bearer`` or ``X-API-Key`` (lower-cased header names), or ``None``."""
+        value = headers.get("authorization")
+        if value is not None:
+            scheme, _, token = value.strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+        value = headers.get("x-api-key")
+        if value is not None and value.strip():
+            return value.strip()
+        return None
+
+    def authenticate(self, headers: dict[str, str]) -> str:
+        """The key id of the presented key; ``AuthError`` 401 when none is presented, 403 when it is wrong."""
+        key = self.presented_key(headers)
+        if key is None:
+            raise AuthError(401, "missing_api_key", "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+        matched = None
+        for known, kid in self._digests:  # no early exit: every key is compared
+            if hmac.compare_digest(digest, known):
+                matched = kid
+        if matched is None:
+            raise AuthError(403, "invalid_api_key", "the API key is not valid")
+        return matched
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """Token buckets keyed by key id (or client address). Used from the event loop only (no locking needed).
+
+    At most ``max_buckets`` buckets are kept; the least recently used one is dropped first (a dropped bucket
+    comes back full, which only ever lets a client through earlier than the exact limit would).
+    """
+
+    def __init__(self, limit: RateLimit, max_buckets: int = 100_000, clock=time.monotonic) -> None:
+        self.limit = limit
+        self.max_buckets = max_buckets
+        self._clock = clock
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    def acquire(self, key: str) -> tuple[bool, int]:
+        """Take one token for ``key``: ``(True, 0)``, or ``(False, retry_after_seconds)`` when the bucket is empty."""
+        now = self._clock()
+        capacity = float(self.limit.requests)
+        rate = self.limit.per_second
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = _Bucket(capacity, now)
+            self._buckets[key] = bucket
+            if len(self._buckets) > self.max_buckets:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+            bucket.tokens = min(capacity, bucket.tokens + (now - bucket.updated) * rate)
+            bucket.updated = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return True, 0
+        return False, max(1, math.ceil((1.0 - bucket.tokens) / rate))

@@ -1,0 +1,279 @@
+"""Service settings: one frozen dataclass, filled from command-line flags, then environment variables, then defaults.
+
+Every field has an environment variable ``BAYESIAN_HF_<FIELD NAME IN CAPITALS>`` (``BAYESIAN_HF_MODEL``,
+``BAYESIAN_HF_API_KEY_FILE``, ``BAYESIAN_HF_MAX_BATCH``, ...); a flag given on the command line wins over the
+variable. Values are checked once, here, so a bad configuration fails at start-up with a message naming the
+setting instead of at the first request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ENV_PREFIX = "BAYESIAN_HF_"
+_RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A token bucket: ``requests`` per ``period_s`` seconds, bursts of up to ``requests``."""
+
+    requests: int
+    period_s: float
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.period_s
+
+    def __str__(self) -> str:
+        unit = {1.0: "second", 60.0: "minute", 3600.0: "hour"}.get(self.period_s)
+        return f"{self.requests}/{unit}" if unit else f"{self.requests}/{self.period_s:g}s"
+
+
+def parse_rate_limit(value: str | RateLimit | None) -> RateLimit | None:
+    """``"120/minute"``, ``"10/s"``, ``"1000/hour"``; ``None``, ``""``, ``"0"`` or ``"off"`` disable the limit."""
+    if value is None or isinstance(value, RateLimit):
+        return value
+    text = str(value).strip().lower()
+    if text in ("", "0", "off", "none"):
+        return None
+    match = re.fullmatch(r"(\d+)\s*/\s*([a-z]+)", text)
+    unit = match.group(2) if match else ""
+    if unit not in _RATE_UNITS and unit.endswith("s"):
+        unit = unit[:-1]  # "minutes" -> "minute"
+    if not match or unit not in _RATE_UNITS:
+        raise ValueError(f"rate_limit must look like '120/minute' (units: second, minute, hour), got {value!r}")
+    requests = int(match.group(1))
+    if requests < 1:
+        raise ValueError(f"rate_limit needs at least 1 request per period, got {value!r}")
+    return RateLimit(requests, _RATE_UNITS[unit])
+
+
+def _split_list(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(str(v).strip() for v in value if str(v).strip())
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {value!r}")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything the service can be configured with. See ``docs/serving.md`` for the meaning of each limit."""
+
+    model: str = ""
+    """Local folder saved with ``save_pretrained`` (weights, tokenizer, optional calibration.json / README.md) or
+    a Hub id (resolved through the local cache when ``HF_HUB_OFFLINE=1``)."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key_file: str | None = None
+    """File with one API key per line (``#`` comments allowed). Unset: no authentication."""
+    max_batch: int = 32
+    """Most texts in one forward pass."""
+    max_wait_ms: float = 5.0
+    """How long the first queued text waits for others before its forward pass runs."""
+    rate_limit: RateLimit | None = None
+    """Per API key (per client address without keys), e.g. ``"600/minute"``; ``None`` = off."""
+    request_timeout_s: float = 30.0
+    """Queueing + inference deadline of one request; past it the answer is 504."""
+    max_text_bytes: int = 10_000
+    """Largest text, in UTF-8 bytes (413 above it)."""
+    max_texts: int = 64
+    """Most texts in one /batch-predict request (413 above it)."""
+    max_body_bytes: int | None = None
+    """Largest request body; default ``6 * max_texts * max_text_bytes + 64 KiB`` (JSON escapes may take 6 bytes
+    per character)."""
+    max_num_orderings: int = 64
+    """Largest ``num_orderings`` a request may ask for (memory grows with it)."""
+    num_orderings: int | None = None
+    """Default orderings per text; ``None`` = the model config's ``num_orderings``."""
+    max_length: int | None = None
+    """Token limit per text (longer texts are truncated and flagged); ``None`` = the model's limit."""
+    accept_threshold: float = 0.9
+    review_threshold: float = 0.6
+    cors_origins: tuple[str, ...] = ()
+    """Origins allowed to call the API from a browser; empty = no CORS headers."""
+    device: str = "cpu"
+    torch_threads: int | None = None
+    graceful_timeout_s: float = 30.0
+    """After SIGTERM/SIGINT: how long in-flight requests may take to finish."""
+    log_level: str = "info"
+    access_log: bool = True
+
+    # ------------------------------------------------------------------------------------------------ checks
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate_limit", parse_rate_limit(self.rate_limit))
+        object.__setattr__(self, "cors_origins", _split_list(self.cors_origins))
+        checks = [
+            ("port", 0 <= self.port <= 65535, "must be in [0, 65535]"),
+            ("max_batch", self.max_batch >= 1, "must be >= 1"),
+            ("max_wait_ms", math.isfinite(self.max_wait_ms) and self.max_wait_ms >= 0, "must be >= 0"),
+            ("request_timeout_s", math.isfinite(self.request_timeout_s) and self.request_timeout_s > 0, "must be > 0"),
+            ("max_text_bytes", self.max_text_bytes >= 1, "must be >= 1"),
+            ("max_texts", self.max_texts >= 1, "must be >= 1"),
+            ("max_body_bytes", self.max_body_bytes is None or self.max_body_bytes >= 1024, "must be >= 1024"),
+            ("max_num_orderings", self.max_num_orderings >= 1, "must be >= 1"),
+            ("num_orderings", self.num_orderings is None or 1 <= self.num_orderings <= self.max_num_orderings,
+             "must be in [1, max_num_orderings]"),
+            ("max_length", self.max_length is None or self.max_length >= 8, "must be >= 8"),
+            ("accept_threshold", 0.0 <= self.accept_threshold <= 1.0, "must be in [0, 1]"),
+            ("review_threshold", 0.0 <= self.review_threshold <= self.accept_threshold,
+             "must be in [0, accept_threshold]"),
+            ("torch_threads", self.torch_threads is None or self.torch_threads >= 1, "must be >= 1"),
+            ("graceful_timeout_s", math.isfinite(self.graceful_timeout_s) and self.graceful_timeout_s >= 0,
+             "must be >= 0"),
+            ("log_level", self.log_level in ("critical", "error", "warning", "info", "debug", "trace"),
+             "must be one of critical, error, warning, info, debug, trace"),
+        ]
+        for name, ok, message in checks:
+            if not ok:
+                raise ValueError(f"setting {name} {message}, got {getattr(self, name)!r}")
+        for origin in self.cors_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"cors origin must be '*' or scheme://host[:port] without a path, got {origin!r}")
+
+    # ----------------------------------------------------------------------------------------------- derived
+    @property
+    def body_limit(self) -> int:
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        return 6 * self.max_texts * self.max_text_bytes + 64 * 1024
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {"accept": self.accept_threshold, "review": self.review_threshold}
+
+    def public_dict(self) -> dict[str, Any]:
+        """The limits a client may see (``/model-info``); no file paths, no keys."""
+        return {
+            "max_batch": self.max_batch,
+            "max_wait_ms": self.max_wait_ms,
+            "rate_limit": str(self.rate_limit) if self.rate_limit else None,
+            "request_timeout_s": self.request_timeout_s,
+            "max_text_bytes": self.max_text_bytes,
+            "max_texts": self.max_texts,
+            "max_body_bytes": self.body_limit,
+            "max_num_orderings": self.max_num_orderings,
+            "default_thresholds": self.thresholds,
+            "auth_required": self.api_key_file is not None,
+        }
+
+    # ------------------------------------------------------------------------------------------------ sources
+    @classmethod
+    def from_sources(
+        cls, flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> ServeSettings:
+        """Flags (``None`` = not given) win over ``BAYESIAN_HF_*`` environment variables, which win over defaults."""
+        flags = dict(flags or {})
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if flags.get(f.name) is not None:
+                values[f.name] = _convert(f, flags[f.name])
+                continue
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                try:
+                    values[f.name] = _convert(f, raw)
+                except ValueError as err:
+                    raise ValueError(f"environment variable {ENV_PREFIX + f.name.upper()}: {err}") from None
+        unknown = set(flags) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}")
+        return cls(**values)
+
+
+def _convert(f: dataclasses.Field, value: Any) -> Any:
+    kind = str(f.type)
+    if f.name == "rate_limit":
+        return parse_rate_limit(value)
+    if f.name == "cors_origins":
+        return _split_list(value)
+    if kind.startswith("bool"):
+        return _to_bool(value)
+    try:
+        if kind.startswith("int"):
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"setting {f.name} must be a {kind.split(' ')[0]}, got {value!r}") from None
+    return str(value)
+
+
+
+# ------------------------------------------------------------------------------------------------ command line
+def add_serve_arguments(parser: Any) -> None:
+    """The flags of ``bayesian-hf serve``. Every default is ``None`` so that unset flags fall back to the
+    ``BAYESIAN_HF_*`` environment variables and then to the dataclass defaults."""
+    d = ServeSettings()
+    env = lambda name: f"{ENV_PREFIX}{name.upper()}"  # noqa: E731
+    add = parser.add_argument
+    add("--model", help=f"model folder (save_pretrained + tokenizer) or Hub id [{env('model')}]")
+    add("--host", help=f"bind address [{env('host')}, default {d.host}; use 0.0.0.0 only behind a proxy]")
+    add("--port", type=int, help=f"[{env('port')}, default {d.port}]")
+    add("--api-key-file", dest="api_key_file",
+        help=f"file with one API key per line; unset = no authentication [{env('api_key_file')}]")
+    add("--max-batch", dest="max_batch", type=int, help=f"most texts per forward pass [{env('max_batch')}, "
+        f"default {d.max_batch}]")
+    add("--max-wait-ms", dest="max_wait_ms", type=float, help="how long the oldest queued text waits for others "
+        f"[{env('max_wait_ms')}, default {d.max_wait_ms:g}]")
+    add("--rate-limit", dest="rate_limit", help="per API key (per client address without keys), e.g. 600/minute; "
+        f"'off' disables [{env('rate_limit')}, default off]")
+    add("--request-timeout", dest="request_timeout_s", type=float, metavar="SECONDS", help="seconds for queueing + inference, then 504 "
+        f"[{env('request_timeout_s')}, default {d.request_timeout_s:g}]")
+    add("--max-text-bytes", dest="max_text_bytes", type=int, help="largest text in UTF-8 bytes, 413 above "
+        f"[{env('max_text_bytes')}, default {d.max_text_bytes}]")
+    add("--max-texts", dest="max_texts", type=int, help="most texts per /batch-predict, 413 above "
+        f"[{env('max_texts')}, default {d.max_texts}]")
+    add("--max-body-bytes", dest="max_body_bytes", type=int, help="largest request body, 413 above "
+        f"[{env('max_body_bytes')}, default 6*max_texts*max_text_bytes + 64 KiB]")
+    add("--max-num-orderings", dest="max_num_orderings", type=int, help="largest num_orderings a request may ask "
+        f"[{env('max_num_orderings')}, default {d.max_num_orderings}]")
+    add("--num-orderings", dest="num_orderings", type=int, help="default orderings per text "
+        f"[{env('num_orderings')}, default: the model config's]")
+    add("--max-length", dest="max_length", type=int, help="token limit per text; longer texts are truncated and "
+        f"flagged [{env('max_length')}, default: the model's]")
+    add("--accept-threshold", dest="accept_threshold", type=float, help="default confidence for 'accept' "
+        f"[{env('accept_threshold')}, default {d.accept_threshold}]")
+    add("--review-threshold", dest="review_threshold", type=float, help="default confidence for 'review' "
+        f"(below: 'escalate') [{env('review_threshold')}, default {d.review_threshold}]")
+    add("--cors-origins", dest="cors_origins", help="comma-separated origins allowed from browsers, e.g. "
+        f"https://app.example.com [{env('cors_origins')}, default none]")
+    add("--device", help=f"torch device [{env('device')}, default {d.device}]")
+    add("--torch-threads", dest="torch_threads", type=int, help=f"torch intra-op threads [{env('torch_threads')}]")
+    add("--graceful-timeout", dest="graceful_timeout_s", type=float, metavar="SECONDS", help="seconds in-flight requests may take "
+        f"after SIGTERM [{env('graceful_timeout_s')}, default {d.graceful_timeout_s:g}]")
+    add("--log-level", dest="log_level", choices=("critical", "error", "warning", "info", "debug"),
+        help=f"[{env('log_level')}, default {d.log_level}]")
+    add("--no-access-log", dest="access_log", action="store_const", const=False, default=None,
+        help=f"do not log every request [{env('access_log')}=false]")
+
+
+def settings_from_args(args: Any, environ: Mapping[str, str] | None = None) -> ServeSettings:
+    """Settings from parsed ``serve`` flags (an ``argparse.Namespace``) + environment variables."""
+    names = {f.name for f in dataclasses.fields(ServeSettings)}
+    flags = {k: v for k, v in vars(args).items() if k in names}
+    settings = ServeSettings.from_sources(flags, environ)
+    if not settings.model:
+        raise ValueError(f"no model: pass --model PATH or set {ENV_PREFIX}MODEL")
+    return settings
