@@ -92,42 +92,15 @@ def minilm_tokenizer(minilm_path):
     return AutoTokenizer.from_pretrained(minilm_path)
 
 
-def tiny_bert_checkpoint(folder: Path, tokenizer) -> Path:
-    """A tiny random BERT (hidden 32, 2 layers, the real WordPiece vocabulary) saved with the MiniLM tokenizer."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=37, max_position_embeddings=128, num_labels=2,
-        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1},
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="session")
 def tiny_trained_model(tmp_path_factory, minilm_tokenizer):
     """(model, tokenizer, embedded DatasetDict): a tiny Bayesian model trained for 80 steps on the embedded data,
     so its predictions and uncertainties are not those of a random head."""
-    from bayesian_hf import BayesianExpectationForSequenceClassification, tokenize_with_units
+    from bayesian_hf import BayesianExpectationForSequenceClassification
     from bayesian_hf.data import load_exchangeable_reviews
+    from tiny_models import make_tiny_bert, train_tiny
 
-    folder = tiny_bert_checkpoint(tmp_path_factory.mktemp("tiny-bert"), minilm_tokenizer)
-    model = BayesianExpectationForSequenceClassification.from_bert(str(folder), num_labels=2, hidden_dropout_prob=0.0)
+    folder = make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), minilm_tokenizer, labels=("negative", "positive"))
+    model = BayesianExpectationForSequenceClassification.from_bert(folder, num_labels=2, hidden_dropout_prob=0.0)
     data = load_exchangeable_reviews(train_size=640, validation_size=50, calibration_size=300, test_size=200, ood_size=50, seed=0)
-    train = data["train"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    torch.manual_seed(0)
-    model.train()
-    for step in range(80):
-        start = (step * 16) % len(train)
-        batch = train[start : start + 16]
-        enc = tokenize_with_units(minilm_tokenizer, batch["text"], max_length=96)
-        enc.pop("truncated")
-        loss = model(**enc, labels=torch.tensor(batch["label"])).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return model.eval(), minilm_tokenizer, data
+    return train_tiny(model, minilm_tokenizer, data["train"], steps=80), minilm_tokenizer, data

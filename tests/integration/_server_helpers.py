@@ -15,8 +15,6 @@ from typing import Any
 
 import httpx
 
-TINY_BERT = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                 max_position_embeddings=128)
 MODEL_CARD = """---
 language: en
 license: apache-2.0
@@ -45,69 +43,37 @@ A 2-layer, hidden-32 BERT trained for a few optimizer steps, for the service tes
 
 def make_tiny_served_model(path: str | os.PathLike[str], minilm_path: str, steps: int = 60, seed: int = 0) -> dict:
     """A tiny BERT (MiniLM tokenizer) converted with ``from_bert``, trained ``steps`` optimizer steps on the
-    embedded reviews, calibrated (``select_calibrator`` on calibration-split logits + a LAC conformal predictor on
-    the calibrated probabilities) and saved with its tokenizer and a model card. Returns test-split figures."""
+    embedded reviews, calibrated on the calibration split (``fit_model_calibration``: chosen calibrator + LAC
+    conformal sets) and saved with its tokenizer and a model card. Returns test-split figures."""
     import numpy as np
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import AutoTokenizer
 
-    from bayesian_hf import BayesianExpectationForSequenceClassification, tokenize_with_units
-    from bayesian_hf.calibration import ConformalPredictor, LoadedCalibration, select_calibrator
+    from bayesian_hf import BayesianExpectationForSequenceClassification
     from bayesian_hf.data import load_exchangeable_reviews
+    from bayesian_hf.evaluation import collect_outputs, fit_model_calibration
     from bayesian_hf.metrics import expected_calibration_error
+    from tiny_models import make_tiny_bert, train_tiny
 
     path = Path(path)
-    bert_dir = path / "bert"
     out_dir = path / "model"
-    torch.manual_seed(seed)
-    config = BertConfig(**TINY_BERT, num_labels=2, id2label={0: "negative", 1: "positive"},
-                        label2id={"negative": 0, "positive": 1})
-    BertForSequenceClassification(config).save_pretrained(bert_dir)
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    tokenizer.save_pretrained(bert_dir)
+    bert_dir = make_tiny_bert(path / "bert", tokenizer, seed=seed, labels=("negative", "positive"))
     model = BayesianExpectationForSequenceClassification.from_bert(
-        str(bert_dir), num_labels=2, num_orderings=4, num_train_orderings=2, hidden_dropout_prob=0.0,
+        bert_dir, num_labels=2, num_orderings=4, num_train_orderings=2, hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0)
     data = load_exchangeable_reviews(train_size=640, validation_size=0, calibration_size=120, test_size=120,
                                      ood_size=0, seed=seed)
-
-    def batch(split, lo, hi):
-        enc = tokenize_with_units(tokenizer, data[split]["text"][lo:hi], max_length=96)
-        enc.pop("truncated")
-        return enc, torch.tensor(data[split]["label"][lo:hi])
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for step in range(steps):
-        lo = (step * 16) % 640
-        enc, labels = batch("train", lo, lo + 16)
-        loss = model(**enc, labels=labels, num_orderings=2).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-
-    def logits_of(split):
-        enc, labels = batch(split, 0, len(data[split]))
-        with torch.no_grad():
-            return model(**enc).logits.double().numpy(), labels.numpy()
-
-    cal_logits, cal_labels = logits_of("calibration")
-    calibrator, report = select_calibrator(cal_logits, cal_labels)
-    conformal = ConformalPredictor(alpha=0.1, score="lac").fit(calibrator.transform(cal_logits), cal_labels)
-    model.set_calibration(LoadedCalibration(
-        calibrator=calibrator, conformal=conformal,
-        metadata={"fit_metrics": {"ece_before": report["ece_before"], "ece_after": report["ece_after"]},
-                  "num_samples": int(len(cal_labels))},
-    ))
-    test_logits, test_labels = logits_of("test")
-    probs = calibrator.transform(test_logits)
+    train_tiny(model, tokenizer, data["train"], steps=steps, seed=seed)
+    calibration, _ = fit_model_calibration(model, tokenizer, data["calibration"]["text"], data["calibration"]["label"],
+                                           conformal_score="lac", seed=seed)
+    test_labels = np.asarray(data["test"]["label"])
+    probs = collect_outputs(model, tokenizer, data["test"]["text"], progress=False)["calibrated_probs"]
     accuracy = float((probs.argmax(1) == test_labels).mean())
     ece = float(expected_calibration_error(probs, test_labels))
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "README.md").write_text(MODEL_CARD.format(accuracy=round(accuracy, 4), ece=round(ece, 4)))
-    return {"path": str(out_dir), "accuracy": accuracy, "ece": ece, "calibrator": calibrator.method,
+    return {"path": str(out_dir), "accuracy": accuracy, "ece": ece, "calibrator": calibration.calibrator.method,
             "test_texts": list(data["test"]["text"]), "majority": float(max(np.mean(test_labels), 1 - np.mean(test_labels)))}
 
 

@@ -15,26 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-TINY_BERT = dict(
-    vocab_size=30522,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=37,
-    max_position_embeddings=128,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, also when run as a script under torchrun
+from tiny_models import make_tiny_bert as _make_tiny_bert  # noqa: E402
 
 
 def make_tiny_bert(path: str | os.PathLike[str], minilm_path: str, seed: int = 0) -> str:
     """A randomly initialised 2-layer BERT classifier with the MiniLM (bert-base-uncased) tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(seed)
-    model = BertForSequenceClassification(BertConfig(**TINY_BERT))
-    model.save_pretrained(path)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
-    return str(path)
+    return _make_tiny_bert(path, minilm_path, seed=seed)
 
 
 def tiny_args(model_path: str, output_dir: str | os.PathLike[str], *extra: str) -> list[str]:
