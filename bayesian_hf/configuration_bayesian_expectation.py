@@ -12,6 +12,7 @@ from transformers import PreTrainedConfig
 
 UNIT_SEGMENTATIONS = ("sentence", "sep", "none")
 COLLAPSE_POINTS = ("context", "attention", "output")
+EVIDENCE_WEIGHTINGS = ("count", "learned")
 
 
 class BayesianExpectationConfig(PreTrainedConfig):
@@ -38,6 +39,10 @@ class BayesianExpectationConfig(PreTrainedConfig):
             whole block). Earlier is cheaper; later keeps more of the per-ordering non-linearity.
         prior_concentration (`float`, defaults to 0.5):
             Symmetric Dirichlet prior alpha0 per class. Each unit adds one pseudo-count of evidence.
+        evidence_weighting (`str`, defaults to `"count"`):
+            `"count"`: every unit's vote weighs one pseudo-count (the posterior's total evidence is the number of
+            units). `"learned"`: each unit also asserts how much evidence it carries, a weight in (0, 1) from a
+            small head, so a neutral or unfamiliar sentence can abstain.
         mdl_beta (`float`, defaults to 0.0):
             Weight of the model part of the two-part code (KL of the asserted evidence from the prior).
         mdl_anneal_steps (`int`, defaults to 0):
@@ -82,6 +87,7 @@ class BayesianExpectationConfig(PreTrainedConfig):
         unit_segmentation: str = "sentence",
         collapse_point: str = "context",
         prior_concentration: float = 0.5,
+        evidence_weighting: str = "count",
         mdl_beta: float = 0.0,
         mdl_anneal_steps: int = 0,
         length_adaptive_mixing: bool = False,
@@ -112,6 +118,7 @@ class BayesianExpectationConfig(PreTrainedConfig):
         self.unit_segmentation = unit_segmentation
         self.collapse_point = collapse_point
         self.prior_concentration = prior_concentration
+        self.evidence_weighting = evidence_weighting
         self.mdl_beta = mdl_beta
         self.mdl_anneal_steps = mdl_anneal_steps
         self.length_adaptive_mixing = length_adaptive_mixing
@@ -145,6 +152,10 @@ class BayesianExpectationConfig(PreTrainedConfig):
             raise ValueError(f"unit_segmentation must be one of {UNIT_SEGMENTATIONS}, got {self.unit_segmentation!r}")
         if self.collapse_point not in COLLAPSE_POINTS:
             raise ValueError(f"collapse_point must be one of {COLLAPSE_POINTS}, got {self.collapse_point!r}")
+        if self.evidence_weighting not in EVIDENCE_WEIGHTINGS:
+            raise ValueError(
+                f"evidence_weighting must be one of {EVIDENCE_WEIGHTINGS}, got {self.evidence_weighting!r}"
+            )
         if not self.prior_concentration > 0:
             raise ValueError(f"prior_concentration must be > 0, got {self.prior_concentration!r}")
         if not self.mdl_beta >= 0:

@@ -92,7 +92,9 @@ def from_bert(
     if skipped:
         raise ValueError(f"checkpoint tensors with no place in the Bayesian model: {skipped[:5]}")
     result = model.load_state_dict(state, strict=False)
-    missing = [name for name in result.missing_keys if not name.endswith("mixing_logit")]
+    from .modeling_bayesian_expectation import BAYESIAN_ONLY_PARAMETERS
+
+    missing = [n for n in result.missing_keys if not any(part in n for part in BAYESIAN_ONLY_PARAMETERS)]
     if missing:
         raise ValueError(f"Bayesian model parameters not found in the checkpoint: {missing[:5]}")
     model.config.name_or_path = str(name_or_path)

@@ -331,6 +331,12 @@ class BayesianExpectationPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, BayesianExpectationLayer) and hasattr(module, "mixing_logit"):
             module.mixing_logit.zero_()
+        if getattr(module, "is_evidence_strength_head", False):
+            module.bias.fill_(EVIDENCE_STRENGTH_INIT)
+
+
+EVIDENCE_STRENGTH_INIT = 2.0  # sigmoid(2) = 0.88 of a pseudo-count per unit at the start of training
+BAYESIAN_ONLY_PARAMETERS = ("mixing_logit", "evidence_strength")  # not in a BERT checkpoint: initialised fresh
 
 
 def _additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -572,6 +578,10 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        if config.evidence_weighting == "learned":
+            # how much evidence each unit asserts, sigmoid(.) in (0, 1); starts near one count per unit
+            self.evidence_strength = nn.Linear(config.hidden_size, 1)
+            self.evidence_strength.is_evidence_strength_head = True
         self.mdl_step = 0  # optimizer steps so far, for the beta annealing; BayesianTrainer / MDLStepCallback set it
         self.calibration: LoadedCalibration | None = None  # saved as calibration.json next to the weights
         self.post_init()
@@ -711,6 +721,9 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
         pooled = self.bert.pooler.activation(self.bert.pooler.dense(unit_states))
         vote_logits = self.classifier(self.dropout(pooled))
         votes = torch.softmax(vote_logits, dim=-1, dtype=torch.promote_types(vote_logits.dtype, torch.float32))  # (B, M, C)
+        if hasattr(self, "evidence_strength"):
+            strength = torch.sigmoid(self.evidence_strength(pooled)).to(votes.dtype)  # (B, M, 1)
+            votes = votes * strength
         alpha = dirichlet_posterior(votes, unit_mask, self.config.prior_concentration)
         stats = dirichlet_uncertainty(alpha)
         logits = torch.log(stats["probs"])

@@ -9,11 +9,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import Pipeline
 
 from .diagnostics import optimal_cot_length
+from .metrics import to_numpy
 from .orderings import tokenize_with_units
 
 DEFAULT_THRESHOLDS: dict[str, float] = {"accept": 0.9, "review": 0.6}
@@ -57,7 +57,7 @@ def format_predictions(
 ) -> list[dict[str, Any]]:
     """One record per example from model outputs (tensors or arrays with a leading batch dimension)."""
     thresholds = validate_thresholds(thresholds)
-    arrays = {k: _numpy(v) for k, v in outputs.items() if v is not None}
+    arrays = {k: to_numpy(v) for k, v in outputs.items() if v is not None}
     probs = arrays.get("calibrated_probs", arrays["probs"])
     calibrated = "calibrated_probs" in arrays
     sets = conformal.predict_sets(probs) if conformal is not None else None
@@ -93,12 +93,6 @@ def format_predictions(
             ).to_dict()
         records.append(record)
     return records
-
-
-def _numpy(value: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        return value.detach().float().cpu().numpy() if value.is_floating_point() else value.detach().cpu().numpy()
-    return np.asarray(value)
 
 
 def predict(
@@ -219,7 +213,7 @@ class UncertaintyClassificationPipeline(Pipeline):
             self.model.config.id2label,
             conformal=calibration.conformal if calibration is not None else None,
             thresholds=thresholds,
-            truncated=_numpy(truncated).reshape(-1).tolist(),
+            truncated=to_numpy(truncated).reshape(-1).tolist(),
             return_cot=return_cot,
             cot_params=cot_params,
         )[0]

@@ -154,6 +154,11 @@ class ModelArguments:
     prior_concentration: Optional[float] = field(
         default=None, metadata={"help": "Symmetric Dirichlet prior alpha0 per class (config default 0.5)."}
     )
+    evidence_weighting: Optional[Literal["count", "learned"]] = field(
+        default=None,
+        metadata={"help": "'count': one pseudo-count per unit (config default); 'learned': each unit asserts a "
+                          "weight in (0, 1)."},
+    )
     mdl_beta: Optional[float] = field(
         default=None,
         metadata={"help": "Weight of the model part of the MDL loss (KL of asserted evidence; config default 0)."},
@@ -495,6 +500,7 @@ _CONFIG_OVERRIDES = (
     "num_train_orderings",
     "collapse_point",
     "prior_concentration",
+    "evidence_weighting",
     "mdl_beta",
     "mdl_anneal_steps",
     "unit_segmentation",

@@ -59,6 +59,7 @@ def build_model(kind: str, label2id: dict, args: argparse.Namespace, seed: int):
         model_args = ModelArguments(
             num_train_orderings=args.k_train, num_orderings=args.k_eval, max_length=args.max_length,
             mdl_beta=args.mdl_beta, mdl_anneal_steps=args.mdl_anneal_steps,
+            evidence_weighting=args.evidence_weighting,
         )
         model, tokenizer = load_model_and_tokenizer(model_args, label2id)
         return model, tokenizer
@@ -181,6 +182,7 @@ def main(argv=None) -> int:
     parser.add_argument("--k_eval", type=int, default=8)
     parser.add_argument("--mdl_beta", type=float, default=0.01)
     parser.add_argument("--mdl_anneal_steps", type=int, default=100)
+    parser.add_argument("--evidence_weighting", choices=["count", "learned"], default="count")
     parser.add_argument("--micro_steps", type=int, default=5)
     parser.add_argument("--micro_repeats", type=int, default=8)
     parser.add_argument("--out", default=str(RESULTS / "training_cpu"))
@@ -262,9 +264,10 @@ def render_markdown(report: dict) -> str:
         f"{s['batch_size']}, lr {s['learning_rate']:g}, linear schedule with 10% warm-up, max_length "
         f"{s['max_length']}, seeds {s['seeds']}, through the same `BayesianTrainer`. Bayesian model: block 0 is "
         f"the Bayesian layer, k_train = {s['k_train']}, k_eval = {s['k_eval']} sentence orderings, MDL beta "
-        f"{s['mdl_beta']:g} annealed over {s['mdl_anneal_steps']} steps. Medians over seeds.",
+        f"{s['mdl_beta']:g} annealed over {s['mdl_anneal_steps']} steps, evidence weighting "
+        f"`{s.get('evidence_weighting', 'count')}`. Medians over seeds.",
         "",
-        "| metric (test) | Bayesian (k_train=4) | plain BERT | better |",
+        f"| metric (test) | Bayesian (k_train={s['k_train']}) | plain BERT | better |",
         "|---|---|---|---|",
     ]
     better = {"accuracy": max, "f1": max, "nll": min, "brier": min, "ece": min, "adaptive_ece": min,

@@ -79,7 +79,11 @@ def test_fixed_seed_gives_identical_outputs_and_training_orderings_vary():
 
 def test_loss_reaches_every_parameter():
     torch.manual_seed(0)
-    for overrides in ({}, {"bayesian_layers": [0, 1], "length_adaptive_mixing": True, "mdl_beta": 0.5}):
+    for overrides in (
+        {},
+        {"bayesian_layers": [0, 1], "length_adaptive_mixing": True, "mdl_beta": 0.5},
+        {"evidence_weighting": "learned", "collapse_point": "attention"},
+    ):
         model = BayesianExpectationForSequenceClassification(tiny_config(**overrides)).train()
         batch = make_batch([[2, 3, 2], [4, 1]])
         out = model(**batch, labels=torch.tensor([0, 2]))
@@ -229,3 +233,18 @@ def test_save_and_load_round_trip_is_safetensors_only(tmp_path):
     loaded = BayesianExpectationForSequenceClassification.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch).probs, model(**batch).probs, rtol=0, atol=0)
+
+
+def test_learned_evidence_weights_units_between_zero_and_one(tmp_path):
+    torch.manual_seed(0)
+    model = BayesianExpectationForSequenceClassification(tiny_config(evidence_weighting="learned")).double().eval()
+    assert float(model.evidence_strength.bias) == 2.0  # starts near one pseudo-count per unit
+    batch = make_batch([[3, 2, 4], [2, 2]])
+    with torch.no_grad():
+        out = model(**batch)
+    evidence = out.concentration.sum(-1) - model.config.prior_concentration * 3
+    assert torch.all(evidence > 0) and torch.all(evidence < out.num_units)
+    model.save_pretrained(tmp_path)
+    loaded = BayesianExpectationForSequenceClassification.from_pretrained(tmp_path).double().eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).concentration, out.concentration)
