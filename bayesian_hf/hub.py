@@ -12,8 +12,9 @@ import numpy as np
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
 from .metrics import plot_reliability_diagram
+from .resources import packaged_file
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "model_card_template.md"
+TEMPLATE = "model_card_template.md"  # in model_cards/, see resources.packaged_file
 RELIABILITY_DIAGRAM = "reliability_diagram.png"
 REQUIRED_FILES = ("config.json", "model.safetensors", "modeling_bayesian_expectation.py", "configuration_bayesian_expectation.py")
 UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".joblib", ".ckpt")
@@ -68,7 +69,7 @@ def write_model_card(
             conformal = f"{calibration.conformal.score.upper()} at coverage {1 - calibration.conformal.alpha:.2f}"
     card = ModelCard.from_template(
         card_data,
-        template_path=str(template_path or TEMPLATE),
+        template_path=str(template_path or packaged_file("model_cards", TEMPLATE)),
         model_name=name,
         repo_id=repo_id or "path/to/model",
         base_model=base_model or "a BERT checkpoint",

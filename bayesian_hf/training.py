@@ -990,15 +990,10 @@ def main(argv: Sequence[str] | None = None, *, dataset: Any = None) -> TrainingR
 
 
 def quickstart_config_path() -> Path:
-    """``configs/quickstart.yaml`` of the source tree (editable installs) or of the working directory."""
-    candidates = [
-        Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml",
-        Path.cwd() / "configs" / "quickstart.yaml",
-    ]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"configs/quickstart.yaml not found (looked in {[str(p) for p in candidates]})")
+    """``configs/quickstart.yaml``: shipped in the wheel, or the checkout's ``configs/`` folder."""
+    from .resources import packaged_file
+
+    return packaged_file("configs", "quickstart.yaml")
 
 
 def quickstart(argv: Sequence[str] = (), output_dir: str | None = None) -> TrainingRun:
