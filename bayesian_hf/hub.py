@@ -3,6 +3,7 @@ of a complete model folder to the Hub in one commit."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,8 @@ TEMPLATE = "model_card_template.md"  # in model_cards/, see resources.packaged_f
 RELIABILITY_DIAGRAM = "reliability_diagram.png"
 REQUIRED_FILES = ("config.json", "model.safetensors", "modeling_bayesian_expectation.py", "configuration_bayesian_expectation.py")
 UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".joblib", ".ckpt")
+# training leftovers in an output folder that are never pushed (Trainer checkpoints hold torch pickles)
+IGNORED_FOLDERS = ("checkpoint-*", "runs", ".cache")
 CARD_METRICS = ("accuracy", "f1", "nll", "brier", "ece", "adaptive_ece", "mce", "auroc_error", "aurc")
 
 
@@ -96,7 +99,11 @@ def check_model_folder(folder: str | os.PathLike) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a model folder")
-    names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    names = sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and not any(fnmatch.fnmatch(p.relative_to(folder).parts[0], pat) for pat in IGNORED_FOLDERS)
+    )
     missing = [f for f in REQUIRED_FILES if f not in names]
     if missing:
         raise ValueError(f"{folder} is missing {missing}; save it with save_pretrained first")
@@ -120,5 +127,5 @@ def push_model_folder(
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message,
-                             ignore_patterns=[".cache/*", "checkpoint-*/*", "runs/*"])
+                             ignore_patterns=[f"{pattern}/*" for pattern in IGNORED_FOLDERS])
     return str(getattr(info, "commit_url", info))

@@ -39,10 +39,19 @@ def test_calibrate_drift_and_push(saved_model, tmp_path, capsys, local_hub):
     assert main(["drift", "--model", str(saved_model), "--data", str(bad)]) == 2
     assert "unknown to the model" in capsys.readouterr().err
 
-    assert main(["push", "--model", str(saved_model), "--repo_id", "user/cli-model"]) == 0
+    leftover = saved_model / "checkpoint-1" / "optimizer.pt"  # a Trainer checkpoint in the output folder
+    leftover.parent.mkdir()
+    leftover.write_bytes(b"\x80\x04pickled optimizer")
+    try:
+        assert main(["push", "--model", str(saved_model), "--repo_id", "user/cli-model"]) == 0
+    finally:
+        leftover.unlink()
+        leftover.parent.rmdir()
     from huggingface_hub import HfApi
 
-    assert "calibration.json" in HfApi().list_repo_files("user/cli-model")
+    files = HfApi().list_repo_files("user/cli-model")
+    assert "calibration.json" in files
+    assert not [f for f in files if f.startswith("checkpoint-")]  # training leftovers are never pushed
 
 
 def test_push_refuses_pickles_and_incomplete_folders(saved_model, tmp_path, capsys):
