@@ -253,9 +253,15 @@ def test_metrics_report_requests_latency_batches_decisions_and_uncertainty(clien
     assert KEY_A not in text
 
 
-def test_concurrent_requests_share_forward_passes(server, served_model):
-    """N concurrent /predict calls are answered by fewer forward passes (visible in /metrics)."""
+def test_concurrent_requests_share_forward_passes(served_model, key_file):
+    """N concurrent /predict calls are answered by fewer forward passes (visible in /metrics). The server waits up
+    to 400 ms for company so the check holds on a loaded 2-core CI machine too."""
     texts = served_model["test_texts"][10:22]
+    with ThreadServer(settings_for(served_model, api_key_file=key_file, max_batch=32, max_wait_ms=400)) as server:
+        _check_concurrent_requests_share_forward_passes(server, texts)
+
+
+def _check_concurrent_requests_share_forward_passes(server, texts):
     before = metrics_text(server.url)
 
     async def fire():
@@ -274,7 +280,9 @@ def test_concurrent_requests_share_forward_passes(server, served_model):
     assert requests == len(texts)  # every request went through a shared pass
     for text, resp in zip(texts, responses):  # and each got its own answer
         alone = httpx.post(server.url + "/predict", json={"text": text}, headers={"X-API-Key": KEY_A}, timeout=60)
-        assert resp.json()["score"] == pytest.approx(alone.json()["score"], abs=1e-6)
+        # float32 rounding differs with the padding of the batch a text shared; answers of different texts differ
+        # by far more than this
+        assert resp.json()["score"] == pytest.approx(alone.json()["score"], abs=1e-4)
 
 
 # ------------------------------------------------------------------------------------------------ validation
