@@ -13,10 +13,10 @@ import numpy as np
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
 from .metrics import plot_reliability_diagram
+from .modeling_bayesian_expectation import RELIABILITY_PNG as RELIABILITY_DIAGRAM
 from .resources import packaged_file
 
 TEMPLATE = "model_card_template.md"  # in model_cards/, see resources.packaged_file
-RELIABILITY_DIAGRAM = "reliability_diagram.png"
 REQUIRED_FILES = ("config.json", "model.safetensors", "modeling_bayesian_expectation.py", "configuration_bayesian_expectation.py")
 UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".joblib", ".ckpt")
 # training leftovers in an output folder that are never pushed (Trainer checkpoints hold torch pickles)

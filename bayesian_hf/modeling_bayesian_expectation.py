@@ -335,6 +335,11 @@ class BayesianExpectationPreTrainedModel(PreTrainedModel):
             module.bias.fill_(EVIDENCE_STRENGTH_INIT)
 
 
+RELIABILITY_PNG = "reliability_diagram.png"
+# files of a saved model folder that push_to_hub carries along besides what save_pretrained writes
+CARRIED_FILES = (
+    "README.md", RELIABILITY_PNG, "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
+)
 EVIDENCE_STRENGTH_INIT = 2.0  # sigmoid(2) = 0.88 of a pseudo-count per unit at the start of training
 BAYESIAN_ONLY_PARAMETERS = ("mixing_logit", "evidence_strength")  # not in a BERT checkpoint: initialised fresh
 
@@ -617,6 +622,53 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
             conformal=self.calibration.conformal,
             extra={k: v for k, v in meta.items() if k in ("selection", "fit_split")},
         )
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        tokenizer: Any | None = None,
+        card_dir: str | os.PathLike | None = None,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+        tags: list[str] | None = None,
+    ) -> str:
+        """`PreTrainedModel.push_to_hub` that sends the whole model in ONE commit: weights, config, modeling code and
+        `calibration.json` (via `save_pretrained`), plus the tokenizer (``tokenizer``, or the tokenizer files of
+        ``card_dir``) and the model card with its reliability diagram from ``card_dir`` (default: the local folder the
+        model was loaded from, when it has them). Returns the commit URL."""
+        import shutil
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        source = card_dir if card_dir is not None else self.name_or_path
+        source = str(source) if source and os.path.isdir(str(source)) else None
+        api = HfApi(token=token if isinstance(token, str) else None)
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(folder)
+            for name in CARRIED_FILES if source else ():
+                if os.path.isfile(os.path.join(source, name)) and (tokenizer is None or name in ("README.md", RELIABILITY_PNG)):
+                    shutil.copy(os.path.join(source, name), os.path.join(folder, name))
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            info = api.upload_folder(
+                folder_path=folder,
+                repo_id=repo_id,
+                commit_message=commit_message or "Upload Bayesian-expectation model",
+                commit_description=commit_description,
+                revision=revision,
+                create_pr=create_pr,
+            )
+        if tags:
+            logger.info("tags are set in the model card (README.md) metadata, not by push_to_hub: %s", tags)
+        return str(getattr(info, "commit_url", info))
 
     @classmethod
     def from_pretrained(

@@ -182,3 +182,16 @@ def test_push_and_load_from_a_local_hub_in_a_fresh_process(calibrated_dir, local
     with torch.no_grad():
         local_probs = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).calibrated_probs
     torch.testing.assert_close(torch.tensor(got["remote_probs"]), local_probs, rtol=0, atol=1e-6)
+
+
+def test_model_push_to_hub_sends_everything_in_one_commit(calibrated_dir, local_hub):
+    folder, _, _, _, _ = calibrated_dir
+    from huggingface_hub import HfApi
+
+    model = BayesianExpectationForSequenceClassification.from_pretrained(folder)
+    url = model.push_to_hub("user/via-method")
+    assert "user/via-method" in url
+    files = set(HfApi().list_repo_files("user/via-method"))
+    assert {"model.safetensors", "config.json", "calibration.json", "modeling_bayesian_expectation.py", "README.md",
+            "reliability_diagram.png", "tokenizer.json", "tokenizer_config.json"} <= files
+    assert len(HfApi().list_repo_commits("user/via-method")) == 2  # the initial commit + ONE upload
