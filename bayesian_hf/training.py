@@ -65,6 +65,7 @@ __all__ = [
     "UnitDataCollator",
     "build_parser",
     "check_training_args",
+    "finish_distributed",
     "load_data",
     "load_model_and_tokenizer",
     "main",
@@ -986,7 +987,17 @@ def main(argv: Sequence[str] | None = None, *, dataset: Any = None) -> TrainingR
     """``bayesian-hf train`` / ``scripts/train.py``: parse, train, evaluate, save; returns the :class:`TrainingRun`."""
     model_args, data_args, training_args = parse_args(argv)
     _setup_logging(training_args)
-    return run_training(model_args, data_args, training_args, dataset=dataset)
+    run = run_training(model_args, data_args, training_args, dataset=dataset)
+    finish_distributed()
+    return run
+
+
+def finish_distributed() -> None:
+    """Wait for every rank, then tear the process group down. A rank that exits while gloo's threads are still
+    alive can abort with "terminate called without an active exception" and fail a finished torchrun job."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def quickstart_config_path() -> Path:

@@ -80,11 +80,12 @@ def _callbacks():
 
 
 def run(argv: list[str]) -> None:
-    from bayesian_hf.training import _setup_logging, parse_args, run_training
+    from bayesian_hf.training import _setup_logging, finish_distributed, parse_args, run_training
 
     model_args, data_args, training_args = parse_args(argv)
     _setup_logging(training_args)
     run_training(model_args, data_args, training_args, callbacks=_callbacks(), verbose=False)
+    finish_distributed()
 
 
 if __name__ == "__main__":
