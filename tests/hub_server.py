@@ -372,6 +372,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+
+    def _read_exactly(self, size: int):
+        """Yield exactly ``size`` body bytes in chunks; a short read is a truncated body (400)."""
+        remaining = size
+        while remaining:
+            data = self.rfile.read(min(remaining, _CHUNK))
+            if not data:
+                raise HubError(400, "Truncated body")
+            remaining -= len(data)
+            yield data
     def _iter_body(self, limit: int):
         """Yield the request body in chunks (Content-Length or chunked), raising 413 above `limit`."""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -389,13 +399,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 total += size
                 if total > limit:
                     raise HubError(413, f"Request body too large (limit {limit} bytes)")
-                remaining = size
-                while remaining:
-                    data = self.rfile.read(min(remaining, _CHUNK))
-                    if not data:
-                        raise HubError(400, "Truncated body")
-                    remaining -= len(data)
-                    yield data
+                yield from self._read_exactly(size)
                 self.rfile.readline(16)
             self._body_consumed = True
             return
@@ -411,13 +415,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise HubError(400, "Invalid Content-Length")
         if length > limit:
             raise HubError(413, f"Request body too large ({length} > {limit} bytes)")
-        remaining = length
-        while remaining:
-            data = self.rfile.read(min(remaining, _CHUNK))
-            if not data:
-                raise HubError(400, "Truncated body")
-            remaining -= len(data)
-            yield data
+        yield from self._read_exactly(length)
         self._body_consumed = True
 
     def _read_body(self, limit: int | None = None) -> bytes:
