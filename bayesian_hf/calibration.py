@@ -25,8 +25,9 @@ Methods (``method`` string in brackets):
   (one-vs-rest), each bin mapped to its smoothed empirical frequency.
 * :class:`ConformalPredictor`: split-conformal prediction sets (LAC / APS) on *probabilities*.
 
-:func:`select_calibrator` picks among them by cross-fitted held-out NLL, ``none`` included, so
-calibration is never chosen when it hurts.  :func:`save_calibration` / :func:`load_calibration`
+:func:`select_calibrator` picks among them by cross-fitted held-out NLL, ``none`` included, keeping the
+least flexible method unless a more flexible one wins by more than its standard error allows, so
+calibration is not chosen when it hurts or when its gain is within noise.  :func:`save_calibration` / :func:`load_calibration`
 write / read the JSON artifact stored next to the model weights.
 """
 
@@ -787,25 +788,64 @@ def _stratified_folds(y: np.ndarray, n_folds: int, seed: int) -> list[np.ndarray
     return [np.flatnonzero(fold_of == k) for k in range(n_folds)]
 
 
+#: Flexibility order used by :func:`select_calibrator`: a later (more flexible, higher-variance) method has
+#: to beat the current choice clearly to replace it.  Unknown (e.g. user-registered) methods come after these.
+_FLEXIBILITY_ORDER: tuple[str, ...] = ("none", "temperature", "platt", "isotonic", "histogram")
+
+
+def _order_by_flexibility(methods: Sequence[str]) -> list[str]:
+    """``"none"`` first, then the known methods least to most flexible, then unknown ones in the given order."""
+    given = [m for m in dict.fromkeys(methods) if m != "none"]
+    known = [m for m in _FLEXIBILITY_ORDER[1:] if m in given]
+    return ["none"] + known + [m for m in given if m not in _FLEXIBILITY_ORDER]
+
+
+def _per_example_nll(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-example NLL in nats, probabilities clipped at ``NLL_EPS`` (same as ``negative_log_likelihood``)."""
+    return -np.log(np.maximum(p[np.arange(p.shape[0]), y], NLL_EPS))
+
+
+def _paired_improvement(loss_current: np.ndarray, loss_candidate: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error of the paired per-example differences ``current - candidate`` (> 0: candidate better)."""
+    d = loss_current - loss_candidate
+    se = float(np.std(d, ddof=1) / math.sqrt(d.shape[0])) if d.shape[0] > 1 else math.inf
+    return float(np.mean(d)), se
+
+
 def select_calibrator(
     logits: ArrayLike,
     labels: ArrayLike,
     methods: Sequence[str] = ("temperature", "platt", "isotonic", "histogram"),
     n_folds: int = 5,
     seed: int = 0,
+    margin_se: float = 2.0,
 ) -> tuple[Calibrator, dict[str, Any]]:
-    """Choose a calibration method by cross-fitted held-out NLL and refit it on all data.
+    """Choose a calibration method by cross-fitted held-out NLL, preferring low-variance methods, and refit it on all data.
 
-    For each candidate (``"none"`` is always added first): stratified ``n_folds``-fold split; fit
-    on ``K - 1`` folds, NLL on the held-out fold; mean over folds.  The method with the smallest
-    mean held-out NLL wins (ties go to the earlier candidate, so ``"none"`` wins ties), and is
-    refit on all data.  A method whose fit raises ``ValueError`` on some fold gets NLL ``inf``.
+    Every candidate (``"none"`` is always added) gets out-of-fold predictions from a stratified
+    ``n_folds``-fold split (fit on ``K - 1`` folds, predict the held-out one).  Candidates are then
+    walked from least to most flexible (``none < temperature < platt < isotonic < histogram``, other
+    methods after, in the given order), keeping a current choice that starts at ``"none"``: a candidate
+    replaces it only if its per-example out-of-fold NLL is lower on average, by more than ``margin_se``
+    standard errors of the paired differences (current minus candidate).  So a flexible method that
+    wins by chance on a small calibration set, the usual failure of a plain argmin, is not chosen, and
+    the choice is never worse than ``"none"`` on the cross-fitted NLL.  A method whose fit raises
+    ``ValueError`` on some fold is not a candidate.  The chosen method is refit on all data.
 
-    Report (plain JSON): ``chosen``, ``candidates``, ``n_folds``, ``seed``, ``num_samples``,
-    ``heldout_nll`` / ``heldout_nll_per_fold`` / ``heldout_ece`` per method (ECE of the
-    out-of-fold predictions), ``ece_before`` / ``nll_before`` (uncalibrated, = method ``none``),
-    ``ece_after`` / ``nll_after`` (cross-fitted, chosen method), ``ece_after_in_sample`` and
-    ``errors`` (per-method fit error messages, if any).
+    Parameters
+    ----------
+    margin_se:
+        How many standard errors of the paired per-example NLL differences a more flexible method must
+        win by (the mean difference must also be > 0).  ``0`` gives "any improvement", close to the plain
+        argmin; larger values prefer simpler calibrators more strongly.  Default ``2.0``.
+
+    Report (plain JSON): ``chosen``, ``candidates`` (in walk order), ``n_folds``, ``seed``,
+    ``num_samples``, ``rule`` / ``margin_se``, ``heldout_nll`` (mean per-example out-of-fold NLL) /
+    ``heldout_nll_per_fold`` / ``heldout_ece`` per method (ECE of the out-of-fold predictions),
+    ``paired_improvement`` / ``paired_se`` / ``compared_to`` per method (the mean and standard error of
+    the NLL improvement over the choice it was compared with; ``None`` for ``"none"`` and failed methods),
+    ``ece_before`` / ``nll_before`` (uncalibrated, = method ``none``), ``ece_after`` / ``nll_after``
+    (cross-fitted, chosen method), ``ece_after_in_sample`` and ``errors`` (per-method fit error messages).
     """
     z = _logits(logits)
     y = _labels(labels, z.shape[0], z.shape[1])
@@ -814,7 +854,10 @@ def select_calibrator(
         raise ValueError(f"n_folds must be >= 2, got {n_folds}")
     if z.shape[0] < n_folds:
         raise ValueError(f"need at least n_folds={n_folds} examples, got {z.shape[0]}")
-    candidates = ["none"] + [m for m in dict.fromkeys(methods) if m != "none"]
+    margin_se = float(margin_se)
+    if not math.isfinite(margin_se) or margin_se < 0:
+        raise ValueError(f"margin_se must be a finite number >= 0, got {margin_se}")
+    candidates = _order_by_flexibility(methods)
     for m in candidates:
         if m not in _REGISTRY:
             raise ValueError(f"unknown calibration method {m!r}; known methods: {sorted(_REGISTRY)}")
@@ -822,25 +865,36 @@ def select_calibrator(
     all_idx = np.arange(z.shape[0])
 
     per_fold: dict[str, list[float]] = {}
+    losses: dict[str, np.ndarray] = {}
     heldout_ece: dict[str, float | None] = {}
     errors: dict[str, str] = {}
     for m in candidates:
         oof = np.zeros_like(z)
-        nlls: list[float] = []
         try:
             for test in folds:
                 train = np.setdiff1d(all_idx, test, assume_unique=True)
-                p = make_calibrator(m).fit(z[train], y[train]).transform(z[test])
-                oof[test] = p
-                nlls.append(negative_log_likelihood(p, y[test]))
-            per_fold[m] = nlls
-            heldout_ece[m] = _ece_from_probs(oof, y)
+                oof[test] = make_calibrator(m).fit(z[train], y[train]).transform(z[test])
         except ValueError as e:  # a method that cannot be fit on some fold is not a candidate
             errors[m] = str(e)
             per_fold[m] = []
             heldout_ece[m] = None
-    heldout = {m: (float(np.mean(per_fold[m])) if per_fold[m] else math.inf) for m in candidates}
-    chosen = min(candidates, key=lambda m: heldout[m])  # min keeps the first on ties -> "none"
+            continue
+        losses[m] = _per_example_nll(oof, y)
+        per_fold[m] = [float(np.mean(losses[m][test])) for test in folds]
+        heldout_ece[m] = _ece_from_probs(oof, y)
+    heldout = {m: (float(np.mean(losses[m])) if m in losses else math.inf) for m in candidates}
+
+    chosen = "none"
+    improvement: dict[str, float | None] = {m: None for m in candidates}
+    improvement_se: dict[str, float | None] = {m: None for m in candidates}
+    compared_to: dict[str, str | None] = {m: None for m in candidates}
+    for m in candidates[1:]:
+        if m not in losses:
+            continue
+        imp, se = _paired_improvement(losses[chosen], losses[m])
+        improvement[m], improvement_se[m], compared_to[m] = imp, se, chosen
+        if imp > 0 and imp > margin_se * se:
+            chosen = m
     best = make_calibrator(chosen).fit(z, y)
     report: dict[str, Any] = {
         "chosen": chosen,
@@ -848,9 +902,17 @@ def select_calibrator(
         "n_folds": n_folds,
         "seed": int(seed),
         "num_samples": int(z.shape[0]),
+        "rule": (
+            f"walk {' < '.join(candidates)} from 'none'; a method replaces the current choice if its mean "
+            f"paired out-of-fold NLL improvement is > 0 and > {margin_se:g} x its standard error"
+        ),
+        "margin_se": margin_se,
         "heldout_nll": {m: (v if math.isfinite(v) else None) for m, v in heldout.items()},
         "heldout_nll_per_fold": per_fold,
         "heldout_ece": heldout_ece,
+        "paired_improvement": improvement,
+        "paired_se": improvement_se,
+        "compared_to": compared_to,
         "nll_before": heldout["none"],
         "ece_before": heldout_ece["none"],
         "nll_after": heldout[chosen],

@@ -34,8 +34,11 @@ def collect_outputs(
     num_orderings: int | None = None,
     max_length: int | None = None,
     progress: bool = True,
+    fields: Sequence[str] = OUTPUT_FIELDS,
+    desc: str = "evaluating",
 ) -> dict[str, np.ndarray]:
-    """Run the model over ``texts`` in eval mode; returns each output field stacked as a numpy array."""
+    """Run the model over ``texts`` in eval mode; returns each output field in ``fields`` (default
+    :data:`OUTPUT_FIELDS`) stacked as a numpy array."""
     if not len(texts):
         raise ValueError("no texts to evaluate")
     model.eval()
@@ -44,7 +47,7 @@ def collect_outputs(
     max_length = max_length or min(config.max_position_embeddings, 512)
     chunks: dict[str, list[np.ndarray]] = {}
     starts = range(0, len(texts), batch_size)
-    for start in tqdm(starts, desc="evaluating", disable=not progress, leave=False):
+    for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
         enc = tokenize_with_units(
             tokenizer, list(texts[start : start + batch_size]), max_length=max_length,
             segmentation=config.unit_segmentation,
@@ -52,7 +55,7 @@ def collect_outputs(
         enc.pop("truncated")
         with torch.inference_mode():
             out = model(**{k: v.to(device) for k, v in enc.items()}, num_orderings=num_orderings)
-        for name in OUTPUT_FIELDS:
+        for name in fields:
             value = getattr(out, name, None)
             if value is not None:
                 chunks.setdefault(name, []).append(value.detach().float().cpu().numpy())
@@ -86,9 +89,15 @@ def fit_model_calibration(
     """Fit a calibrator and a conformal predictor on a calibration split and attach them to ``model``.
 
     The split is halved (stratified, seeded): half A chooses the method by cross-fitted held-out NLL
-    (`select_calibrator`) and fits it; half B, unseen by that fit, gives the honest before/after metrics and
-    calibrates the conformal predictor on the calibrated probabilities.
+    (`select_calibrator`, which keeps the least flexible method unless a more flexible one wins clearly) and
+    fits it; half B, unseen by that fit, gives the honest before/after metrics and calibrates the conformal
+    predictor on the calibrated probabilities.  The choice is checked on half B: if it raises half B's NLL
+    above no calibration's, it falls back to temperature scaling when that beats no calibration on half B,
+    else to the identity (``"none"``), refit on half A; ``selection["fallback"]`` records
+    ``{"from", "to", "reason"}`` (``None`` when the choice held) in the report and the metadata.
     """
+    from .calibration import make_calibrator
+
     y = np.asarray(labels, dtype=np.int64)
     if len(y) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(y)} labels")
@@ -100,6 +109,24 @@ def fit_model_calibration(
     fit_idx, held_idx = _stratified_halves(y, seed)
     calibrator, selection = select_calibrator(logits[fit_idx], y[fit_idx], methods=methods, seed=seed)
     summary = calibration_summary(logits[held_idx], y[held_idx], calibrator)
+    selection["fallback"] = None
+    if summary["nll_after"] > summary["nll_before"]:  # the choice hurts on data it never saw: do not ship it
+        chosen = calibrator.method
+        target = "none"
+        reason = (
+            f"{chosen} raised the NLL on the held-out half ({len(held_idx)} examples) from "
+            f"{summary['nll_before']:.4f} to {summary['nll_after']:.4f}"
+        )
+        if chosen != "temperature":
+            temperature = make_calibrator("temperature").fit(logits[fit_idx], y[fit_idx])
+            t_nll = calibration_summary(logits[held_idx], y[held_idx], temperature)["nll_after"]
+            if t_nll < summary["nll_before"]:
+                target = "temperature"
+                reason += f"; temperature scaling lowers it to {t_nll:.4f}"
+        calibrator = make_calibrator(target).fit(logits[fit_idx], y[fit_idx])
+        summary = calibration_summary(logits[held_idx], y[held_idx], calibrator)
+        selection["fallback"] = {"from": chosen, "to": target, "reason": reason}
+        selection["chosen"] = target
     conformal = ConformalPredictor(alpha=alpha, score=conformal_score).fit(calibrator.transform(logits[held_idx]), y[held_idx])
     fit_metrics = {k: v for k, v in summary.items() if isinstance(v, float) and math.isfinite(v)}
     calibration = LoadedCalibration(
@@ -109,11 +136,14 @@ def fit_model_calibration(
             "method": calibrator.method,
             "fit_metrics": fit_metrics,
             "num_samples": int(len(y)),
-            "selection": {k: selection[k] for k in ("chosen", "heldout_nll", "heldout_ece", "n_folds", "seed")},
+            "selection": {
+                k: selection[k] for k in ("chosen", "heldout_nll", "heldout_ece", "n_folds", "seed", "margin_se", "fallback")
+            },
         },
     )
     model.set_calibration(calibration)
-    report = {"selection": selection, "heldout": summary, "fit_examples": len(fit_idx), "heldout_examples": len(held_idx)}
+    report = {"selection": selection, "heldout": summary, "fit_examples": len(fit_idx), "heldout_examples": len(held_idx),
+              "fallback": selection["fallback"]}
     return calibration, report
 
 

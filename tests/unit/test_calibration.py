@@ -232,8 +232,18 @@ def test_select_calibrator_report_and_choice() -> None:
     assert report["candidates"][0] == "none"
     assert set(report["heldout_nll"]) == {"none", "temperature", "platt", "isotonic", "histogram"}
     assert all(len(v) == 5 for v in report["heldout_nll_per_fold"].values())
-    assert report["chosen"] == min(report["heldout_nll"], key=report["heldout_nll"].get)
+    assert report["candidates"] == ["none", "temperature", "platt", "isotonic", "histogram"]  # least -> most flexible
+    assert report["margin_se"] == 2.0 and "standard error" in report["rule"]
     assert report["chosen"] != "none"
+    # the walk: each accepted step beat the then-current choice by > margin_se standard errors
+    assert report["paired_improvement"]["none"] is None and report["compared_to"]["temperature"] == "none"
+    for m in report["candidates"][1:]:
+        imp, se = report["paired_improvement"][m], report["paired_se"][m]
+        if m == report["chosen"]:
+            assert imp > 0 and imp > 2.0 * se
+        ref = report["heldout_nll"][report["compared_to"][m]]
+        assert imp == pytest.approx(ref - report["heldout_nll"][m], abs=1e-9)
+    assert report["heldout_nll"][report["chosen"]] <= report["heldout_nll"]["none"]
     assert report["ece_after"] < report["ece_before"]
     assert report["nll_after"] < report["nll_before"]
     assert best.method == report["chosen"] and best.num_classes == 3
@@ -248,6 +258,89 @@ def test_select_calibrator_keeps_none_on_calibrated_model_with_only_bad_options(
     best, report = C.select_calibrator(z, y, methods=("isotonic",), n_folds=3)
     assert report["heldout_nll"]["isotonic"] > report["heldout_nll"]["none"]
     assert best.method == "none"
+
+
+def _binary_logit_data(seed: int, n: int, factor: float, scale: float = 1.5):
+    """Binary data: labels ~ sigmoid(s), logits (0, factor * s); factor > 1 mildly over-confident."""
+    rng = np.random.default_rng(seed)
+    s = rng.normal(size=n) * scale
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-s))).astype(np.int64)
+    return np.stack([np.zeros(n), factor * s], axis=1), y
+
+
+def test_select_calibrator_small_n_does_not_pick_a_flexible_method_that_hurts() -> None:
+    # 75 fit examples of a mildly over-confident binary model (the issue's situation at small n): histogram
+    # binning's cross-fitted NLL beats "none" on this sample by chance (its bins fit the sample's noise), but on
+    # a large fresh sample from the same distribution it is far worse; the low-variance choice must be kept.
+    z, y = _binary_logit_data(26, 75, factor=1.2)
+    z_new, y_new = _binary_logit_data(10_026, 20_000, factor=1.2)
+    best, report = C.select_calibrator(z, y, seed=0)
+    json.dumps(report, allow_nan=False)
+    fresh = {m: M.negative_log_likelihood(C.make_calibrator(m).fit(z, y).transform(z_new), y_new)
+             for m in ("none", "temperature", "histogram")}
+    assert fresh["histogram"] > fresh["none"] + 0.05  # the flexible method really hurts on this distribution
+    chosen_fresh = M.negative_log_likelihood(best.transform(z_new), y_new)
+    assert chosen_fresh <= min(fresh["none"], fresh["temperature"]) + 0.01
+    assert report["chosen"] in ("none", "temperature")
+
+
+def test_select_calibrator_flexibility_order_and_margin() -> None:
+    z, y = _binary_logit_data(3, 120, factor=1.2)
+    _, report = C.select_calibrator(z, y, methods=("histogram", "platt", "none", "temperature"), n_folds=3)
+    assert report["candidates"] == ["none", "temperature", "platt", "histogram"]
+    # margin_se=0 accepts any mean improvement: the result is never worse than the default's on held-out NLL
+    _, loose = C.select_calibrator(z, y, n_folds=3, margin_se=0.0)
+    assert loose["heldout_nll"][loose["chosen"]] <= report["heldout_nll"][report["chosen"]] + 1e-12
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="margin_se"):
+            C.select_calibrator(z, y, margin_se=bad)
+
+
+class _StubModel:
+    """Just enough of a model for `fit_model_calibration` once `collect_outputs` is stubbed."""
+
+    def __init__(self) -> None:
+        self.calibration = None
+
+    def set_calibration(self, calibration) -> None:
+        self.calibration = calibration
+
+
+def _fit_model_calibration_on(monkeypatch, z, y, force: str | None = None):
+    from bayesian_hf import evaluation as E
+
+    monkeypatch.setattr(E, "collect_outputs", lambda model, tok, texts, **kw: {"logits": z})
+    if force is not None:  # simulate a cross-fitted choice of `force` (the issue: histogram picked at n = 150)
+        def forced(logits, labels, **kw):
+            _, report = C.select_calibrator(logits, labels, **kw)
+            return C.make_calibrator(force).fit(logits, labels), {**report, "chosen": force}
+
+        monkeypatch.setattr(E, "select_calibrator", forced)
+    model = _StubModel()
+    calibration, report = E.fit_model_calibration(model, None, ["t"] * len(y), list(y), alpha=0.2)
+    json.dumps(report, allow_nan=False)
+    json.dumps(calibration.metadata, allow_nan=False)
+    assert model.calibration is calibration
+    assert report["selection"]["chosen"] == calibration.calibrator.method == calibration.metadata["method"]
+    return calibration, report
+
+
+def test_fit_model_calibration_falls_back_when_the_choice_hurts_on_the_held_out_half(monkeypatch) -> None:
+    z, y = _binary_logit_data(26, 150, factor=1.2)
+    calibration, report = _fit_model_calibration_on(monkeypatch, z, y, force="histogram")
+    fb = report["fallback"]
+    assert fb is not None and fb["from"] == "histogram" and fb["to"] in ("none", "temperature")
+    assert "raised the NLL" in fb["reason"]
+    assert calibration.metadata["selection"]["fallback"] == fb == report["selection"]["fallback"]
+    assert report["heldout"]["nll_after"] <= report["heldout"]["nll_before"]  # never worse than no calibration
+
+
+def test_fit_model_calibration_keeps_a_choice_that_helps(monkeypatch) -> None:
+    z, y = _binary_logit_data(5, 600, factor=3.0)  # clearly over-confident, plenty of data
+    calibration, report = _fit_model_calibration_on(monkeypatch, z, y)
+    assert report["fallback"] is None and calibration.metadata["selection"]["fallback"] is None
+    assert calibration.calibrator.method != "none"
+    assert report["heldout"]["nll_after"] < report["heldout"]["nll_before"]
 
 
 def test_stratified_folds_partition_and_balance() -> None:
