@@ -13,6 +13,7 @@ from transformers import PreTrainedConfig
 UNIT_SEGMENTATIONS = ("sentence", "sep", "none")
 COLLAPSE_POINTS = ("context", "attention", "output")
 EVIDENCE_WEIGHTINGS = ("count", "learned")
+HEAD_TYPES = ("laplace", "evidential", "counting")
 
 
 class BayesianExpectationConfig(PreTrainedConfig):
@@ -37,12 +38,22 @@ class BayesianExpectationConfig(PreTrainedConfig):
             Where inside the last Bayesian layer the orderings are averaged: `"context"` (the attention context,
             before the output projection), `"attention"` (after the attention sub-block) or `"output"` (after the
             whole block). Earlier is cheaper; later keeps more of the per-ordering non-linearity.
+        head_type (`str`, defaults to `"laplace"`):
+            The posterior head. `"laplace"`: BERT's classifier on the pooled expectation state with a last-layer
+            Laplace posterior over its weights (fitted after training by `bayesian_hf.fit_posterior`); unfitted, the
+            probabilities are exactly the classifier's softmax. `"evidential"`: learned Dirichlet evidence
+            `alpha = prior_concentration + exp(logits)` trained with the MDL loss. `"counting"`: the first head,
+            one Dirichlet pseudo-count per unit (kept as a measured ablation: it caps a one-unit text at confidence
+            (alpha0 + 1) / (C alpha0 + 1)). A config saved before this field existed loads as `"counting"`.
+        posterior_samples (`int`, defaults to 64):
+            Fixed antithetic Gaussian draws of the logits used for the Laplace predictive and its entropy
+            decomposition.
         prior_concentration (`float`, defaults to 0.5):
-            Symmetric Dirichlet prior alpha0 per class. Each unit adds one pseudo-count of evidence.
+            Symmetric Dirichlet prior alpha0 per class of the `"evidential"` and `"counting"` heads.
         evidence_weighting (`str`, defaults to `"count"`):
-            `"count"`: every unit's vote weighs one pseudo-count (the posterior's total evidence is the number of
-            units). `"learned"`: each unit also asserts how much evidence it carries, a weight in (0, 1) from a
-            small head, so a neutral or unfamiliar sentence can abstain.
+            `"counting"` head only. `"count"`: every unit's vote weighs one pseudo-count (the posterior's total
+            evidence is the number of units). `"learned"`: each unit also asserts how much evidence it carries, a
+            weight in (0, 1) from a small head.
         mdl_beta (`float`, defaults to 0.0):
             Weight of the model part of the two-part code (KL of the asserted evidence from the prior).
         mdl_anneal_steps (`int`, defaults to 0):
@@ -86,8 +97,10 @@ class BayesianExpectationConfig(PreTrainedConfig):
         num_train_orderings: int = 4,
         unit_segmentation: str = "sentence",
         collapse_point: str = "context",
+        head_type: str | None = None,
+        posterior_samples: int = 64,
         prior_concentration: float = 0.5,
-        evidence_weighting: str = "count",
+        evidence_weighting: str | None = None,
         mdl_beta: float = 0.0,
         mdl_anneal_steps: int = 0,
         length_adaptive_mixing: bool = False,
@@ -117,8 +130,14 @@ class BayesianExpectationConfig(PreTrainedConfig):
         self.num_train_orderings = num_train_orderings
         self.unit_segmentation = unit_segmentation
         self.collapse_point = collapse_point
+        if head_type is None:
+            # configs written before `head_type` existed always carry `evidence_weighting`: they used the counting
+            # head, and loading them with another head would silently change their predictions
+            head_type = "counting" if evidence_weighting is not None else "laplace"
+        self.head_type = head_type
+        self.posterior_samples = posterior_samples
         self.prior_concentration = prior_concentration
-        self.evidence_weighting = evidence_weighting
+        self.evidence_weighting = "count" if evidence_weighting is None else evidence_weighting
         self.mdl_beta = mdl_beta
         self.mdl_anneal_steps = mdl_anneal_steps
         self.length_adaptive_mixing = length_adaptive_mixing
@@ -156,6 +175,13 @@ class BayesianExpectationConfig(PreTrainedConfig):
             raise ValueError(
                 f"evidence_weighting must be one of {EVIDENCE_WEIGHTINGS}, got {self.evidence_weighting!r}"
             )
+        if self.head_type not in HEAD_TYPES:
+            raise ValueError(f"head_type must be one of {HEAD_TYPES}, got {self.head_type!r}")
+        if self.evidence_weighting == "learned" and self.head_type != "counting":
+            raise ValueError("evidence_weighting='learned' belongs to head_type='counting'")
+        value = self.posterior_samples
+        if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 4096 or value % 2:
+            raise ValueError(f"posterior_samples must be an even integer in [2, 4096], got {value!r}")
         if not self.prior_concentration > 0:
             raise ValueError(f"prior_concentration must be > 0, got {self.prior_concentration!r}")
         if not self.mdl_beta >= 0:

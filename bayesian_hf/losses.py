@@ -1,11 +1,19 @@
 """The MDL-regularised loss: a two-part code length in nats.
 
+Dirichlet heads (``"evidential"``, ``"counting"``): :func:`mdl_loss`
+
 * data part  = NLL of the labels under the posterior predictive ``alpha / sum(alpha)``;
 * model part = ``beta * KL(Dir(alpha_misleading) || Dir(alpha0))``, the nats the head spends asserting
   evidence the label does not support (the evidence for the true class is removed first, as in evidential
   deep learning), with ``beta`` annealed from 0.
 
-At ``beta = 0`` it is exactly cross-entropy on ``logits = log(alpha / sum(alpha))``.
+Gaussian last layer (``"laplace"``): :func:`gaussian_mdl_loss`
+
+* data part  = cross-entropy of the MAP logits (the posterior is fitted after training);
+* model part = ``beta * ||theta||^2 / 2``, the code length of the classifier weights under the N(0, I) prior
+  up to a constant (the MAP counterpart of ``KL(q || prior)``; ``beta`` plays ``1 / N``).
+
+At ``beta = 0`` both are exactly cross-entropy.
 
 Only torch is imported: this file travels with the weights for ``trust_remote_code`` loading.
 """
@@ -58,6 +66,19 @@ def mdl_loss(
     evidence = alpha - prior_concentration
     misleading = prior_concentration + evidence * (1.0 - one_hot)
     model = dirichlet_kl(misleading, torch.full_like(misleading, prior_concentration)).mean()
+    return data + beta * model, {"data": data.detach(), "model": model.detach()}
+
+
+def gaussian_mdl_loss(
+    logits: torch.Tensor, labels: torch.Tensor, weights: tuple[torch.Tensor, ...], beta: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Two-part code length of a Gaussian last layer at its MAP (nats/example): cross-entropy of ``logits``
+    ``(B, C)`` plus ``beta * sum(||w||^2) / 2`` over the classifier tensors ``weights``."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    data = torch.nn.functional.cross_entropy(logits, labels)
+    if beta == 0:
+        return data, {"data": data.detach(), "model": torch.zeros_like(data)}
+    model = 0.5 * sum(w.float().pow(2).sum() for w in weights)
     return data + beta * model, {"data": data.detach(), "model": model.detach()}
 
 

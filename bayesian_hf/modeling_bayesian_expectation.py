@@ -31,7 +31,7 @@ logger = logging.get_logger(__name__)
 
 from .calibration import CALIBRATION_FILENAME, LoadedCalibration, load_calibration, save_calibration
 from .configuration_bayesian_expectation import BayesianExpectationConfig
-from .losses import annealed_beta, mdl_loss
+from .losses import annealed_beta, gaussian_mdl_loss, mdl_loss
 from .orderings import (
     example_seeds,
     num_units,
@@ -41,6 +41,7 @@ from .orderings import (
     unit_ids_from_input_ids,
     validate_unit_ids,
 )
+from .posterior import LaplacePosterior, point_predictive
 from .uncertainty import (
     dirichlet_posterior,
     dirichlet_uncertainty,
@@ -83,14 +84,19 @@ class BayesianSequenceClassifierOutput(ModelOutput):
     Args:
         loss: MDL-regularised loss (nats/example) when ``labels`` are given.
         logits: ``(B, C)`` log of the posterior predictive probabilities (``softmax(logits) == probs``).
-        probs: ``(B, C)`` posterior predictive ``alpha / sum(alpha)``.
+        probs: ``(B, C)`` posterior predictive (Laplace head: the mean softmax over Gaussian logit draws; exactly
+            the classifier's softmax while no posterior is fitted).
         calibrated_probs: ``(B, C)`` ``probs`` after the attached calibrator (eval mode; None without one).
-        epistemic: ``(B,)`` mutual information (nats): uncertainty that more evidence would remove.
-        aleatoric: ``(B,)`` expected entropy (nats): disagreement the evidence itself carries.
+        epistemic: ``(B,)`` mutual information between label and classifier weights (nats): uncertainty that
+            more training data like this input would remove; grows away from the training data.
+        aleatoric: ``(B,)`` expected entropy under the posterior (nats): ambiguity the input itself carries.
         total: ``(B,)`` entropy of the predictive (nats) = epistemic + aleatoric.
         order_dispersion: ``(B,)`` variance of the representation across orderings of the units.
-        concentration: ``(B, C)`` Dirichlet posterior parameters alpha (prior + one vote per unit).
-        num_units: ``(B,)`` number of units that voted.
+        concentration: ``(B, C)`` Dirichlet parameters alpha (Laplace head: the Laplace bridge of the logit
+            Gaussian, its strength is learned evidence; counting head: prior + one vote per unit).
+        logit_variance: ``(B, C)`` posterior variance of the (centred) logits (Laplace head).
+        features: ``(B, D)`` the pooled expectation state the classifier reads.
+        num_units: ``(B,)`` number of exchangeable units in the input.
         hidden_states, attentions: as in [`BayesianExpectationModelOutput`].
     """
 
@@ -104,6 +110,8 @@ class BayesianSequenceClassifierOutput(ModelOutput):
     order_dispersion: torch.Tensor | None = None
     concentration: torch.Tensor | None = None
     num_units: torch.Tensor | None = None
+    logit_variance: torch.Tensor | None = None
+    features: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
 
@@ -325,10 +333,13 @@ class BayesianExpectationPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["BertStyleLayer", "BayesianExpectationLayer"]
+    _keep_in_fp32_modules = ["posterior"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
+        if isinstance(module, LaplacePosterior):
+            module.initialise()
         if isinstance(module, BayesianExpectationLayer) and hasattr(module, "mixing_logit"):
             module.mixing_logit.zero_()
         if getattr(module, "is_evidence_strength_head", False):
@@ -341,7 +352,7 @@ CARRIED_FILES = (
     "README.md", RELIABILITY_PNG, "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
 )
 EVIDENCE_STRENGTH_INIT = 2.0  # sigmoid(2) = 0.88 of a pseudo-count per unit at the start of training
-BAYESIAN_ONLY_PARAMETERS = ("mixing_logit", "evidence_strength")  # not in a BERT checkpoint: initialised fresh
+BAYESIAN_ONLY_PARAMETERS = ("mixing_logit", "evidence_strength", "posterior.")  # not in a BERT checkpoint: initialised fresh
 
 
 def _additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -565,11 +576,17 @@ class BayesianExpectationModel(BayesianExpectationPreTrainedModel):
 
 
 class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrainedModel):
-    """Sequence classifier with a conjugate evidence head.
+    """Sequence classifier on the expectation over orderings, with a posterior head (``config.head_type``).
 
-    Every unit votes with ``softmax(classifier(tanh(pooler.dense(mean of its token states))))`` (the BERT pooler
-    and classifier weights, applied per unit); the votes update a Dirichlet prior, whose predictive mean is
-    ``probs`` and whose entropy decomposition gives ``epistemic`` / ``aleatoric`` / ``total``.
+    * ``"laplace"`` (default): ``logits = classifier(dropout(pooler(expectation state of [CLS])))``, exactly
+      BERT's head, with a last-layer Laplace posterior over the classifier (:class:`LaplacePosterior`, fitted
+      after training by ``bayesian_hf.fit_posterior`` and saved with the weights). The predictive and the
+      epistemic / aleatoric / total decomposition come from the logit Gaussian; unfitted, ``probs`` is the
+      classifier's softmax, so a converted BERT classifier with one ordering is reproduced exactly.
+    * ``"evidential"``: Dirichlet ``alpha = prior_concentration + exp(logits)`` from the same head, trained
+      with the MDL loss.
+    * ``"counting"``: every unit votes with ``softmax(classifier(tanh(pooler.dense(mean of its token
+      states))))`` and the votes update a Dirichlet prior (one pseudo-count per unit).
     """
 
     # the loss is a per-example mean, never rescaled by Trainer's num_items_in_batch (which would multiply it by
@@ -583,13 +600,28 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        if config.evidence_weighting == "learned":
+        if config.head_type == "counting" and config.evidence_weighting == "learned":
             # how much evidence each unit asserts, sigmoid(.) in (0, 1); starts near one count per unit
             self.evidence_strength = nn.Linear(config.hidden_size, 1)
             self.evidence_strength.is_evidence_strength_head = True
+        if config.head_type == "laplace":
+            self.posterior = LaplacePosterior(config.hidden_size, config.num_labels)
         self.mdl_step = 0  # optimizer steps so far, for the beta annealing; BayesianTrainer / MDLStepCallback set it
         self.calibration: LoadedCalibration | None = None  # saved as calibration.json next to the weights
         self.post_init()
+
+    # ------------------------------------------------------------------------------------------ posterior
+
+    @property
+    def has_posterior(self) -> bool:
+        """Whether a Laplace posterior is fitted (``False`` for the Dirichlet heads)."""
+        return hasattr(self, "posterior") and self.posterior.is_fitted
+
+    def reset_posterior(self) -> None:
+        """Forget a fitted Laplace posterior (the predictive becomes the classifier's softmax). Training changes
+        the classifier the posterior was fitted around, so `BayesianTrainer` calls this before training."""
+        if hasattr(self, "posterior"):
+            self.posterior.reset()
 
     # ------------------------------------------------------------------------------------------ calibration
 
@@ -768,26 +800,46 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
             return_dict=True,
         )
         unit_ids = base.unit_ids
-        max_units = max(int(unit_ids.max()) if unit_ids.numel() else 0, 1)
-        unit_states, unit_mask = unit_pooling(base.last_hidden_state, unit_ids, max_units)
-        pooled = self.bert.pooler.activation(self.bert.pooler.dense(unit_states))
-        vote_logits = self.classifier(self.dropout(pooled))
-        votes = torch.softmax(vote_logits, dim=-1, dtype=torch.promote_types(vote_logits.dtype, torch.float32))  # (B, M, C)
-        if hasattr(self, "evidence_strength"):
-            strength = torch.sigmoid(self.evidence_strength(pooled)).to(votes.dtype)  # (B, M, 1)
-            votes = votes * strength
-        alpha = dirichlet_posterior(votes, unit_mask, self.config.prior_concentration)
-        stats = dirichlet_uncertainty(alpha)
-        logits = torch.log(stats["probs"])
-
-        loss = None
+        units = num_units(unit_ids)
+        beta = annealed_beta(self.config.mdl_beta, self.mdl_step, self.config.mdl_anneal_steps)
         if labels is not None:
-            labels = labels.to(logits.device).long().view(-1)
-            if labels.shape[0] != logits.shape[0]:
-                raise ValueError(f"labels has {labels.shape[0]} entries for a batch of {logits.shape[0]}")
+            labels = labels.to(base.last_hidden_state.device).long().view(-1)
+            if labels.shape[0] != base.last_hidden_state.shape[0]:
+                raise ValueError(f"labels has {labels.shape[0]} entries for a batch of {base.last_hidden_state.shape[0]}")
             if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_labels):
                 raise ValueError(f"labels must be in [0, {self.num_labels}), got values {labels.unique().tolist()}")
-            beta = annealed_beta(self.config.mdl_beta, self.mdl_step, self.config.mdl_anneal_steps)
+        loss = alpha = logit_variance = features = None
+        if self.config.head_type == "counting":
+            max_units = max(int(unit_ids.max()) if unit_ids.numel() else 0, 1)
+            unit_states, unit_mask = unit_pooling(base.last_hidden_state, unit_ids, max_units)
+            pooled = self.bert.pooler.activation(self.bert.pooler.dense(unit_states))
+            vote_logits = self.classifier(self.dropout(pooled))
+            votes = torch.softmax(vote_logits, dim=-1, dtype=torch.promote_types(vote_logits.dtype, torch.float32))
+            if hasattr(self, "evidence_strength"):
+                strength = torch.sigmoid(self.evidence_strength(pooled)).to(votes.dtype)  # (B, M, 1)
+                votes = votes * strength
+            alpha = dirichlet_posterior(votes, unit_mask, self.config.prior_concentration)
+            stats = dirichlet_uncertainty(alpha)
+            units = unit_mask.sum(-1)
+        else:
+            features = base.pooler_output
+            head_logits = self.classifier(self.dropout(features))
+            if self.config.head_type == "evidential":
+                evidence = torch.exp(head_logits.to(torch.promote_types(head_logits.dtype, torch.float32)).clamp(max=30.0))
+                alpha = evidence + self.config.prior_concentration
+                stats = dirichlet_uncertainty(alpha)
+            elif self.training:
+                # MAP training: the posterior is fitted afterwards around the trained classifier
+                stats = point_predictive(head_logits)
+            else:
+                self.posterior.check_consistent(self.classifier)
+                stats = self.posterior(head_logits, features, base.order_dispersion, self.config.posterior_samples)
+                alpha, logit_variance = stats["concentration"], stats["logit_variance"]
+            if labels is not None and self.config.head_type == "laplace":
+                weights = (self.classifier.weight, self.classifier.bias)
+                loss, _ = gaussian_mdl_loss(head_logits, labels, weights, beta)
+        logits = torch.log(stats["probs"].clamp_min(torch.finfo(stats["probs"].dtype).tiny))
+        if labels is not None and alpha is not None and self.config.head_type != "laplace":
             loss, _ = mdl_loss(alpha, labels, self.config.prior_concentration, beta)
 
         calibrated = None
@@ -805,7 +857,9 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
             total=stats["total"],
             order_dispersion=base.order_dispersion,
             concentration=alpha,
-            num_units=unit_mask.sum(-1),
+            num_units=units,
+            logit_variance=logit_variance,
+            features=features,
             hidden_states=base.hidden_states,
             attentions=base.attentions,
         )

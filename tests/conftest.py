@@ -70,6 +70,18 @@ def make_batch(unit_lengths: list[list[int]], pad_to: int | None = None, seed: i
     return {"input_ids": input_ids, "attention_mask": mask, "unit_ids": unit_ids}
 
 
+def fit_random_posterior(model, num_examples: int = 50, prior_precision: float = 1.0, seed: int = 0) -> None:
+    """Give a Laplace-head model a posterior from random (valid) curvature factors, without data: enough to
+    exercise the predictive and the decomposition in unit tests."""
+    gen = torch.Generator().manual_seed(seed)
+    d, c = model.config.hidden_size + 1, model.config.num_labels
+    feats = torch.randn(4 * d, d, generator=gen, dtype=torch.float64)
+    probs = torch.softmax(torch.randn(4 * d, c, generator=gen, dtype=torch.float64), -1)
+    class_moment = torch.diag(probs.mean(0)) - probs.T @ probs / probs.shape[0]
+    model.posterior.fit(feats.T @ feats / feats.shape[0], class_moment, num_examples, model.classifier,
+                        prior_precision=prior_precision)
+
+
 @pytest.fixture
 def tiny_model():
     from bayesian_hf import BayesianExpectationForSequenceClassification

@@ -18,7 +18,7 @@ from transformers import BertConfig, BertModel
 from bayesian_hf import BayesianExpectationForSequenceClassification, BayesianExpectationModel
 from bayesian_hf.orderings import permuted_position_ids, physically_reorder
 from bayesian_hf.uncertainty import dirichlet_uncertainty
-from conftest import make_batch, tiny_config
+from conftest import fit_random_posterior, make_batch, tiny_config
 
 
 def _model(cls=BayesianExpectationForSequenceClassification, seed=0, **overrides):
@@ -231,8 +231,8 @@ def test_identity_ordering_reproduces_bert(layers):
 # ---------------------------------------------------------------------------------------------------------- (f)
 
 
-def test_posterior_counts_units_and_ignores_their_order():
-    model = _model()
+def test_counting_head_counts_units_and_ignores_their_order():
+    model = _model(head_type="counting")
     batch = make_batch([[3, 2, 4], [2, 2], [6]], seed=8)
     with torch.no_grad():
         out = model(**batch, num_orderings=6)
@@ -274,7 +274,9 @@ def test_epistemic_falls_as_consistent_units_are_added(vote, prior):
 def test_uncertainty_is_not_constant():
     model = _model()
     with torch.no_grad():  # a head that asserts something (a fresh 0.02-std head votes ~uniformly)
-        model.classifier.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(0))
+        model.classifier.weight.normal_(0.0, 5.0, generator=torch.Generator().manual_seed(0))
+        model.bert.pooler.dense.weight.normal_(0.0, 0.2, generator=torch.Generator().manual_seed(1))
+    fit_random_posterior(model, num_examples=5, prior_precision=0.1)
     batch = make_batch([[1], [2, 2], [3, 2, 4], [2, 2, 2, 2, 2], [4, 4]], seed=9)
     with torch.no_grad():
         out = model(**batch, num_orderings=4)

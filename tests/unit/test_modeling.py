@@ -83,6 +83,8 @@ def test_loss_reaches_every_parameter():
         {},
         {"bayesian_layers": [0, 1], "length_adaptive_mixing": True, "mdl_beta": 0.5},
         {"evidence_weighting": "learned", "collapse_point": "attention"},
+        {"head_type": "evidential", "mdl_beta": 0.5},
+        {"head_type": "counting"},
     ):
         model = BayesianExpectationForSequenceClassification(tiny_config(**overrides)).train()
         batch = make_batch([[2, 3, 2], [4, 1]])
