@@ -142,8 +142,48 @@ def calibrate_and_describe(model, tokenizer, calibration, test, folder, *, datas
     return {"report": report, "test_metrics": metrics, "coverage": coverage}
 
 
-def _embedded_splits(model) -> tuple:
-    """The embedded dataset's calibration and test splits with labels mapped to the model's label ids."""
+def cmd_fit_posterior(args: argparse.Namespace) -> int:
+    """Fit the last-layer Laplace posterior of a trained folder (head_type laplace) on its training texts: prior
+    precision by marginal likelihood, order scale by held-out NLL. Rewrites the weights file (the posterior is
+    saved as `posterior.*` buffers) and removes a calibrator fitted on the old predictive."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from .data import load_labelled_texts
+    from .modeling_bayesian_expectation import BayesianExpectationForSequenceClassification
+    from .posterior_fitting import fit_posterior
+
+    model = BayesianExpectationForSequenceClassification.from_pretrained(args.model, load_calibration_file=False)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    label2id = dict(model.config.label2id)
+    kw = dict(label2id=label2id, text_column=args.text_column, label_column=args.label_column)
+    if args.train_file:
+        train_texts, _ = load_labelled_texts(args.train_file, **kw)
+        val_texts, val_labels = load_labelled_texts(args.validation_file, **kw) if args.validation_file else (None, None)
+    else:
+        if args.validation_file:
+            raise ValueError("--validation_file needs --train_file")
+        train, validation = _embedded_splits(model, ("train", "validation"))
+        train_texts, val_texts, val_labels = train["text"], validation["text"], validation["label"]
+    report = fit_posterior(model, tokenizer, train_texts, validation_texts=val_texts, validation_labels=val_labels,
+                           max_examples=args.max_examples, batch_size=args.batch_size, max_length=args.max_length)
+    model.save_pretrained(args.model)
+    stale = os.path.join(args.model, "calibration.json")
+    if os.path.exists(stale):
+        os.replace(stale, stale + ".stale")
+        print(f"moved the calibrator fitted on the previous predictive to {stale}.stale: run `bayesian-hf calibrate "
+              f"--model {args.model}`")
+    summary = {k: v for k, v in report.items() if not isinstance(v, (dict, list))}
+    with open(os.path.join(args.model, "posterior_fit.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+    print("Laplace posterior fitted: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                    for k, v in summary.items()))
+    return 0
+
+
+def _embedded_splits(model, splits: Sequence[str] = ("calibration", "test")) -> tuple:
+    """The embedded dataset's splits (default calibration and test) with labels mapped to the model's label ids."""
     from .data import LABEL_NAMES, load_exchangeable_reviews
 
     label2id = {str(k): int(v) for k, v in model.config.label2id.items()}
@@ -152,7 +192,7 @@ def _embedded_splits(model) -> tuple:
         raise ValueError(f"the embedded dataset's labels {LABEL_NAMES} are not the model's labels {sorted(label2id)}")
     data = load_exchangeable_reviews()
     remap = lambda split: split.map(lambda ex: {"label": label2id[LABEL_NAMES[ex["label"]]]})  # noqa: E731
-    return remap(data["calibration"]), remap(data["test"])
+    return tuple(remap(data[name]) for name in splits)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -266,6 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--conformal", choices=["lac", "aps"], default="aps")
     calibrate.add_argument("--seed", type=int, default=0)
     calibrate.set_defaults(func=cmd_calibrate)
+    posterior = sub.add_parser("fit-posterior", help=cmd_fit_posterior.__doc__, description=cmd_fit_posterior.__doc__)
+    posterior.add_argument("--model", required=True, help="a trained Bayesian model folder (head_type laplace)")
+    posterior.add_argument("--train_file", default=None, help="csv/jsonl/parquet (default: the embedded train split)")
+    posterior.add_argument("--validation_file", default=None, help="labelled held-out texts for the order scale")
+    posterior.add_argument("--text_column", default="text")
+    posterior.add_argument("--label_column", default="label")
+    posterior.add_argument("--max_examples", type=int, default=20000, help="at most this many training texts")
+    posterior.add_argument("--max_length", type=int, default=None, help="token limit (default: the model's)")
+    posterior.add_argument("--batch_size", type=int, default=32)
+    posterior.set_defaults(func=cmd_fit_posterior)
     push = sub.add_parser("push", help=cmd_push.__doc__, description=cmd_push.__doc__)
     push.add_argument("--model", required=True, help="the saved model folder")
     push.add_argument("--repo_id", required=True, help="user/name on the Hub (HF_ENDPOINT is honoured)")

@@ -184,6 +184,19 @@ class ModelArguments:
             "segments) or none (one unit, nothing reordered). Default: the checkpoint's config, else sentence."
         },
     )
+    head_type: Optional[Literal["laplace", "evidential", "counting"]] = field(
+        default=None,
+        metadata={"help": "Posterior head when converting a BERT checkpoint (config default: laplace); see "
+                          "docs/model.md."},
+    )
+    fit_posterior: bool = field(
+        default=True,
+        metadata={"help": "After training, fit the Laplace posterior (head_type laplace) on the training split, "
+                          "order scale on the validation split; saved with the weights."},
+    )
+    posterior_max_examples: int = field(
+        default=20000, metadata={"help": "At most this many training texts for the posterior's curvature."}
+    )
     max_length: int = field(default=256, metadata={"help": "Truncation length in tokens."})
     cache_dir: Optional[str] = field(default=None, metadata={"help": "Cache folder for Hub downloads."})
 
@@ -497,6 +510,7 @@ def load_data(data_args: DataArguments, dataset: Any = None, verbose: bool = Tru
 # ----------------------------------------------------------------------------------------------------------
 
 _CONFIG_OVERRIDES = (
+    "head_type",
     "num_orderings",
     "num_train_orderings",
     "collapse_point",
@@ -530,10 +544,14 @@ def load_model_and_tokenizer(model_args: ModelArguments, label2id: Mapping[str, 
         source_config = AutoConfig.from_pretrained(path, cache_dir=model_args.cache_dir)
         is_bayesian = source_config.model_type == BAYESIAN_MODEL_TYPE
     if is_bayesian:
+        requested_head = overrides.pop("head_type", None)
         model = BayesianExpectationForSequenceClassification.from_pretrained(
             path, cache_dir=model_args.cache_dir, **overrides
         )
         config = model.config
+        if requested_head is not None and requested_head != config.head_type:
+            raise ValueError(f"{path} has head_type={config.head_type!r}; it cannot be changed to {requested_head!r} "
+                             "(convert the original BERT checkpoint instead)")
         if model_args.bayesian_layers is not None and list(model_args.bayesian_layers) != list(config.bayesian_layers):
             raise ValueError(
                 f"{path} is a Bayesian checkpoint with bayesian_layers={config.bayesian_layers}; they cannot be "
@@ -705,6 +723,13 @@ class BayesianTrainer(Trainer):
 
     def _is_bayesian(self) -> bool:
         return hasattr(self.model, "mdl_step")
+
+    def train(self, *args: Any, **kwargs: Any):
+        """``Trainer.train``; a fitted Laplace posterior is forgotten first (training moves the classifier it
+        was fitted around; refit it afterwards with ``bayesian_hf.fit_posterior``)."""
+        if hasattr(self.model, "reset_posterior"):
+            self.model.reset_posterior()
+        return super().train(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         training = model.training
@@ -904,6 +929,23 @@ def run_training(
     start = time.perf_counter()
     train_result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - start
+    posterior_report = None
+    if model_args.fit_posterior and getattr(trainer.model.config, "head_type", None) == "laplace":
+        # every process fits the same posterior (deterministic eval-mode pass), so all ranks stay identical
+        from .posterior_fitting import fit_posterior
+
+        validation = dsd["validation"] if "validation" in dsd else None
+        posterior_report = fit_posterior(
+            trainer.model, tokenizer, dsd["train"]["text"],
+            validation_texts=validation["text"] if validation is not None else None,
+            validation_labels=validation["label"] if validation is not None else None,
+            max_examples=model_args.posterior_max_examples, max_length=model_args.max_length,
+            batch_size=training_args.per_device_eval_batch_size, progress=verbose and is_main,
+        )
+        if verbose and is_main:
+            print(f"Laplace posterior: prior precision {posterior_report['prior_precision']:.4g} (marginal "
+                  f"likelihood), order scale {posterior_report['order_scale']:.4g}, "
+                  f"{posterior_report['num_examples']} training texts", flush=True)
     output_dir = Path(training_args.output_dir)
     trainer.save_model(str(output_dir))
     trainer.save_state()
@@ -923,6 +965,7 @@ def run_training(
         "best_model_checkpoint": trainer.state.best_model_checkpoint,
         "max_length": model_args.max_length,
         "truncated_fraction": truncated,
+        "posterior": {k: v for k, v in (posterior_report or {}).items() if not isinstance(v, (dict, list))} or None,
         "train": {**train_result.metrics, "wall_seconds": train_seconds},
         "splits": results,
         "ood_detection": ood,

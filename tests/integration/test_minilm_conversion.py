@@ -65,7 +65,7 @@ def test_real_weights_order_dispersion_and_uncertainty(converted, minilm_tokeniz
     assert float(out.order_dispersion[2]) == 0.0  # one sentence: one ordering
     assert out.num_units.tolist() == [3, 2, 1]
     # no posterior fitted yet: the converted model is BERT's classifier, all uncertainty aleatoric
-    assert float(out.total.std()) > 1e-4
+    assert float(out.total.std()) > 1e-6  # an untrained head (std 0.02) is close to uniform, but not constant
     assert torch.all(out.epistemic == 0)
 
 

@@ -227,8 +227,8 @@ def test_ddp_two_processes_matches_single_process(tmp_path, tiny_bert):
     for name, tensor in rank0.items():
         assert torch.equal(tensor, rank1[name]), f"{name} differs across ranks"
         assert torch.allclose(tensor, reference[name], atol=1e-5, rtol=1e-4), f"{name}: DDP != single process"
-        if torch.allclose(tensor, initial[name].to(tensor.dtype)):
-            unchanged.append(name)
+        if not name.startswith("posterior.") and torch.allclose(tensor, initial[name].to(tensor.dtype)):
+            unchanged.append(name)  # (posterior.* are buffers fitted after training, not trained parameters)
     # every parameter was trained (DDP ran without find_unused_parameters), except the attention key biases,
     # whose gradient is exactly zero in any BERT (softmax is invariant to a per-query constant q . b_k)
     assert all(name.endswith("attention.self.key.bias") for name in unchanged), unchanged
@@ -282,7 +282,17 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, tiny_bert):
     full_weights = load_file(str(full_out / "model.safetensors"))
     assert resumed_weights.keys() == full_weights.keys()
     for name, tensor in full_weights.items():
-        assert torch.allclose(resumed_weights[name], tensor, atol=1e-6, rtol=1e-5), name
+        if name in ("posterior.feature_basis", "posterior.class_basis"):
+            continue  # eigenvectors of (near-)equal eigenvalues are not unique: compared as the matrices below
+        rtol = 1e-3 if name.startswith("posterior.") else 1e-5  # fitted from features that agree to ~1e-6
+        assert torch.allclose(resumed_weights[name], tensor, atol=1e-6, rtol=rtol), name
+
+    def moment(weights, which):
+        basis, values = weights[f"posterior.{which}_basis"].double(), weights[f"posterior.{which}_eigenvalues"].double()
+        return basis @ torch.diag(values) @ basis.T
+
+    for which in ("feature", "class"):
+        torch.testing.assert_close(moment(resumed_weights, which), moment(full_weights, which), atol=1e-5, rtol=1e-4)
     full_losses = _loss_history(full_out)
     resumed_losses = [e["loss"] for e in resumed.trainer.state.log_history if "loss" in e]
     np.testing.assert_allclose(resumed_losses[-4:], full_losses[-4:], rtol=1e-5)
