@@ -20,6 +20,7 @@ epochs, linear schedule, max_length, seed), side by side in one run, over ``--se
 * ``bayes``            bayesian_hf default: Bayesian layer 0, k_train 4, k_eval 8, Laplace head, fitted posterior;
 * ``bayes+cal``        the same + the calibrator that ``bayesian-hf calibrate`` chooses (default product path);
 * ``bayes_k1``         ablation: the bayes model evaluated (and its posterior refitted) with one ordering;
+* ``evidential``       alternative head: learned Dirichlet evidence ``alpha = alpha0 + exp(logits)``, MDL loss;
 * ``counting``         ablation: the first head (one Dirichlet pseudo-count per sentence), same training.
 
 Metrics on the test split: accuracy, NLL, Brier, ECE, error-detection AUROC and AURC (error score = the method's
@@ -66,7 +67,8 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 DATA = HERE / "data" / "prepared"
 LABELS = {"negative": 0, "positive": 1}
-METHODS = ("plain", "plain+temp", "mc_dropout", "ensemble", "plain+laplace", "bayes", "bayes+cal", "bayes_k1", "counting")
+METHODS = ("plain", "plain+temp", "mc_dropout", "ensemble", "plain+laplace", "bayes", "bayes+cal", "bayes_k1",
+           "evidential", "counting")
 HEADLINE = ("accuracy", "nll", "brier", "ece", "auroc_error", "aurc", "ood_auroc", "spearman_disagreement",
             "accept_share", "accept_error", "cost")
 
@@ -319,6 +321,16 @@ def run_seed(name: str, data: dict, args: argparse.Namespace, seed: int, tokeniz
     rows["bayes_k1"], _ = _bayes_rows(bayes, tokenizer, data, max_length, bs, plain_time)
     del bayes
 
+    # ---- alternative: learned evidential concentration
+    if not args.skip_evidential:
+        torch.manual_seed(seed)
+        evidential = BayesianExpectationForSequenceClassification.from_bert(
+            minilm_path(), num_labels=2, id2label={0: "negative", 1: "positive"}, label2id=LABELS,
+            head_type="evidential", mdl_beta=args.evidential_beta, mdl_anneal_steps=max(1, len(data["train"]["text"]) // args.batch_size))
+        train_times["evidential"] = train(evidential, tokenizer, data["train"], args, seed, max_length, True, device)
+        rows["evidential"], _ = _bayes_rows(evidential, tokenizer, data, max_length, bs, plain_time)
+        del evidential
+
     # ---- ablation: the counting head
     if not args.skip_counting:
         torch.manual_seed(seed)
@@ -443,6 +455,8 @@ def main(argv=None) -> int:
     parser.add_argument("--mc_passes", type=int, default=10)
     parser.add_argument("--ensemble_size", type=int, default=3)
     parser.add_argument("--skip_counting", action="store_true")
+    parser.add_argument("--skip_evidential", action="store_true")
+    parser.add_argument("--evidential_beta", type=float, default=0.1, help="MDL weight of the evidential head")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
     parser.add_argument("--tag", default=None, help="results file suffix (default: cpu or cuda)")
     args = parser.parse_args(argv)
