@@ -182,6 +182,32 @@ def cmd_fit_posterior(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """A/B comparison of two model folders on the same labelled file: accuracy, NLL, ECE, AURC with paired
+    bootstrap intervals of the differences, decision mix, latency, and a verdict."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from .comparison import compare_models, render_comparison
+    from .data import load_labelled_texts
+    from .modeling_bayesian_expectation import BayesianExpectationForSequenceClassification
+
+    if len(args.model) != 2:
+        raise ValueError(f"give exactly two --model folders (A then B), got {len(args.model)}")
+    models = [BayesianExpectationForSequenceClassification.from_pretrained(m) for m in args.model]
+    tokenizers = [AutoTokenizer.from_pretrained(m) for m in args.model]
+    texts, labels = load_labelled_texts(args.data, label2id=dict(models[0].config.label2id),
+                                        text_column=args.text_column, label_column=args.label_column)
+    report = compare_models(models[0], models[1], tokenizers[0], tokenizers[1], texts, labels,
+                            num_resamples=args.num_resamples, seed=args.seed, batch_size=args.batch_size)
+    print(render_comparison(report, args.model[0], args.model[1]))
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+    return 0
+
+
 def _embedded_splits(model, splits: Sequence[str] = ("calibration", "test")) -> tuple:
     """The embedded dataset's splits (default calibration and test) with labels mapped to the model's label ids."""
     from .data import LABEL_NAMES, load_exchangeable_reviews
@@ -316,6 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
     posterior.add_argument("--max_length", type=int, default=None, help="token limit (default: the model's)")
     posterior.add_argument("--batch_size", type=int, default=32)
     posterior.set_defaults(func=cmd_fit_posterior)
+    compare = sub.add_parser("compare", help=cmd_compare.__doc__, description=cmd_compare.__doc__)
+    compare.add_argument("--model", action="append", required=True, help="model folder (give twice: A then B)")
+    compare.add_argument("--data", required=True, help="labelled csv/jsonl/parquet")
+    compare.add_argument("--text_column", default="text")
+    compare.add_argument("--label_column", default="label")
+    compare.add_argument("--num_resamples", type=int, default=1000, help="paired bootstrap resamples")
+    compare.add_argument("--batch_size", type=int, default=32)
+    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--output", default=None, help="also write the report as JSON here")
+    compare.set_defaults(func=cmd_compare)
     push = sub.add_parser("push", help=cmd_push.__doc__, description=cmd_push.__doc__)
     push.add_argument("--model", required=True, help="the saved model folder")
     push.add_argument("--repo_id", required=True, help="user/name on the Hub (HF_ENDPOINT is honoured)")
