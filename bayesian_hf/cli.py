@@ -109,7 +109,9 @@ def print_predictions(texts: Sequence[str], results: Sequence[dict]) -> None:
 
 
 def calibrate_and_describe(model, tokenizer, calibration, test, folder, *, dataset_name: str, alpha: float = 0.1,
-                           conformal_score: str = "aps", seed: int = 0) -> dict:
+                           conformal_score: str = "aps", seed: int = 0, target_risk: float | None = None,
+                           delta: float = 0.1, review_target_risk: float | None = None,
+                           review_budget: float | None = None) -> dict:
     """Fit the calibrator on ``calibration`` (a split with ``text``/``label``), write ``calibration.json`` into
     ``folder``, evaluate on ``test`` and render the model card with those metrics and a reliability diagram."""
     import numpy as np
@@ -120,7 +122,8 @@ def calibrate_and_describe(model, tokenizer, calibration, test, folder, *, datas
     from .training import format_table
 
     _, report = fit_model_calibration(model, tokenizer, calibration["text"], calibration["label"], alpha=alpha,
-                                      conformal_score=conformal_score, seed=seed)
+                                      conformal_score=conformal_score, seed=seed, target_risk=target_risk, delta=delta,
+                                      review_target_risk=review_target_risk, review_budget=review_budget)
     model.save_calibration_file(folder)
     outputs = collect_outputs(model, tokenizer, test["text"])
     labels = np.asarray(test["label"])
@@ -137,9 +140,77 @@ def calibrate_and_describe(model, tokenizer, calibration, test, folder, *, datas
     print(format_table(rows, ["metric", "before", "after"]))
     print(f"Conformal {model.calibration.conformal.score.upper()} sets at {1 - alpha:.0%} on test: "
           + ", ".join(f"{k}={v:.4f}" for k, v in coverage.items() if isinstance(v, float)))
+    print(describe_risk_coverage(report["risk_coverage"], model.calibration.metadata.get("decision_thresholds")))
     print(f"Test metrics with the calibrator: accuracy={metrics['accuracy']:.4f} ece={metrics['ece']:.4f} "
-          f"nll={metrics['nll']:.4f}; wrote {folder}/calibration.json, README.md, reliability_diagram.png")
+          f"nll={metrics['nll']:.4f}; wrote {folder}/calibration.json, README.md, reliability_diagram.png, "
+          "risk_coverage.png")
     return {"report": report, "test_metrics": metrics, "coverage": coverage}
+
+
+def describe_risk_coverage(rows, thresholds=None) -> str:
+    """The risk-coverage table as text ("accepting X % of traffic gives error Y % (upper bound Z %)") and, when
+    thresholds were chosen for a target risk, what they are."""
+    lines = ["Risk-coverage (most confident share accepted; upper bound pointwise):"]
+    for row in rows:
+        lines.append(f"  accepting {100 * row['coverage']:5.1f} % of traffic (confidence >= {row['threshold']:.4f}) "
+                     f"gives error {100 * row['error']:5.2f} % (upper bound {100 * row['upper_bound']:5.2f} %)")
+    if thresholds:
+        if thresholds.get("feasible"):
+            lines.append(f"Decision thresholds for target risk {100 * thresholds['target_risk']:.2g} % "
+                         f"(delta {thresholds['delta']:g}): accept >= {thresholds['accept']:.4f} "
+                         f"({100 * thresholds['coverage']:.1f} % of calibration traffic, error bound "
+                         f"{100 * thresholds['risk_upper_bound']:.2f} %), review >= {thresholds['review']:.4f}")
+        else:
+            lines.append(f"Target risk {100 * thresholds['target_risk']:.2g} % cannot be guaranteed on this calibration "
+                         f"data: nothing will be auto-accepted (review >= {thresholds['review']:.4f}). "
+                         + str(thresholds.get("message", "")))
+    return "\n".join(lines)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Risk-coverage report of a model folder on any labelled file: the table (printed and JSON) and a PNG."""
+    import json
+
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from .data import load_labelled_texts
+    from .evaluation import collect_outputs
+    from .modeling_bayesian_expectation import BayesianExpectationForSequenceClassification
+    from .risk_control import plot_risk_coverage, risk_coverage_table
+
+    model = BayesianExpectationForSequenceClassification.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    texts, labels = load_labelled_texts(args.data, label2id=dict(model.config.label2id),
+                                        text_column=args.text_column, label_column=args.label_column)
+    out = collect_outputs(model, tokenizer, texts)
+    probs = out.get("calibrated_probs", out["probs"])
+    correct = probs.argmax(1) == np.asarray(labels)
+    rows = risk_coverage_table(probs.max(1), correct, delta=args.delta)
+    thresholds = model.calibration.metadata.get("decision_thresholds") if model.calibration is not None else None
+    output_dir = args.output_dir or args.model
+    os.makedirs(output_dir, exist_ok=True)
+    png = plot_risk_coverage((probs.max(1), correct), os.path.join(output_dir, "risk_coverage_report.png"),
+                             delta=args.delta, target_risk=(thresholds or {}).get("target_risk"),
+                             title=f"Risk-coverage on {os.path.basename(str(args.data))}")
+    report = {"data": os.path.basename(str(args.data)), "num_samples": len(texts), "accuracy": float(correct.mean()),
+              "delta": args.delta, "risk_coverage": rows}
+    if thresholds:
+        accepted = probs.max(1) >= thresholds["accept"]
+        report["at_stored_thresholds"] = {
+            "accept": thresholds["accept"], "target_risk": thresholds["target_risk"],
+            "accepted_share": float(accepted.mean()),
+            "error_among_accepted": float((~correct[accepted]).mean()) if accepted.any() else None,
+        }
+    with open(os.path.join(output_dir, "risk_coverage_report.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+    print(describe_risk_coverage(rows, thresholds))
+    if thresholds:
+        at = report["at_stored_thresholds"]
+        err = "–" if at["error_among_accepted"] is None else f"{100 * at['error_among_accepted']:.2f} %"
+        print(f"At the stored accept threshold: {100 * at['accepted_share']:.1f} % accepted, error among them {err}")
+    print(f"wrote {os.path.join(output_dir, 'risk_coverage_report.json')} and {png}")
+    return 0
 
 
 def cmd_fit_posterior(args: argparse.Namespace) -> int:
@@ -244,9 +315,47 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     else:
         calibration, test = _embedded_splits(model)
         name = "exchangeable-reviews (embedded)"
+    if args.recalibrate_if_better and not _new_calibration_is_better(model, tokenizer, calibration, args):
+        return 0
     calibrate_and_describe(model, tokenizer, calibration, test, args.model, dataset_name=name, alpha=args.alpha,
-                           conformal_score=args.conformal, seed=args.seed)
+                           conformal_score=args.conformal, seed=args.seed, target_risk=args.target_risk,
+                           delta=args.delta, review_target_risk=args.review_target_risk,
+                           review_budget=args.review_budget)
     return 0
+
+
+def _new_calibration_is_better(model, tokenizer, calibration, args: argparse.Namespace) -> bool:
+    """``--recalibrate-if-better``: fit on the new data and compare with the folder's current calibrator on the
+    held-out half of that data (the half the new fit does not see). True (and the old file copied to
+    ``calibration.json.bak``) when the new calibrator's NLL is lower; False keeps the old file untouched."""
+    import shutil
+
+    import numpy as np
+
+    from .calibration import CALIBRATION_FILENAME, load_calibration
+    from .evaluation import _stratified_halves, collect_outputs, fit_model_calibration
+    from .metrics import negative_log_likelihood
+
+    path = os.path.join(args.model, CALIBRATION_FILENAME)
+    if not os.path.exists(path):
+        print(f"{path} does not exist: fitting a first calibrator")
+        return True
+    old = load_calibration(path, label2id=dict(model.config.label2id))
+    _, report = fit_model_calibration(model, tokenizer, calibration["text"], calibration["label"], seed=args.seed)
+    labels = np.asarray(calibration["label"])
+    logits = collect_outputs(model, tokenizer, calibration["text"], fields=("logits",), progress=False)["logits"]
+    _, held = _stratified_halves(labels, args.seed)
+    old_nll = negative_log_likelihood(old.calibrator.transform(logits[held]), labels[held])
+    new_nll = float(report["heldout"]["nll_after"])
+    better = new_nll < old_nll
+    print(f"held-out NLL on {len(held)} new examples: current calibrator ({old.calibrator.method}) {old_nll:.4f}, "
+          f"refit ({report['selection']['chosen']}) {new_nll:.4f} -> "
+          + ("replacing calibration.json (old one kept as calibration.json.bak)" if better else "keeping the current one"))
+    if better:
+        shutil.copy2(path, path + ".bak")
+    else:
+        model.set_calibration(old)
+    return better
 
 
 def cmd_push(args: argparse.Namespace) -> int:
@@ -259,22 +368,45 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    """Calibration drift: ECE of the calibrated model on recent labelled data vs the ECE when it was fit."""
+    """Drift of recent data against the calibration-time reference. Without labels: PSI / KS / Wasserstein of
+    the model's own outputs (confidence, epistemic, aleatoric, order dispersion, length) and the predicted-label
+    shift. With labels also: ECE of the calibrated model against the ECE when it was fit, and whether to
+    recalibrate. Exit 1 with --fail_on_drift when an alert fires or recalibration is recommended."""
     import json
 
     from transformers import AutoTokenizer
 
     from .data import load_labelled_texts
-    from .evaluation import calibration_drift
+    from .drift import ReferenceSketch, drift_statistics, signals_from_outputs
+    from .evaluation import calibration_drift, collect_outputs
     from .modeling_bayesian_expectation import BayesianExpectationForSequenceClassification
 
     model = BayesianExpectationForSequenceClassification.from_pretrained(args.model)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    texts, labels = load_labelled_texts(args.data, label2id=dict(model.config.label2id),
-                                        text_column=args.text_column, label_column=args.label_column)
-    result = calibration_drift(model, tokenizer, texts, labels, tolerance=args.tolerance)
+    texts, labels = load_labelled_texts(args.data, label2id=dict(model.config.label2id), text_column=args.text_column,
+                                        label_column=args.label_column, labels_optional=True)
+    result: dict = {"num_samples": len(texts), "labelled": labels is not None}
+    metadata = model.calibration.metadata if model.calibration is not None else {}
+    alert = False
+    if metadata.get("drift_reference"):
+        sketch = ReferenceSketch.from_dict(metadata["drift_reference"])
+        signals, predicted = signals_from_outputs(collect_outputs(model, tokenizer, texts), [len(t) for t in texts])
+        stats = drift_statistics(sketch, {**signals, "label": predicted}, psi_threshold=args.psi_threshold)
+        result["drift"] = stats
+        alert = bool(stats["alert"])
+    else:
+        result["drift"] = None
+        result["drift_note"] = ("no drift reference in calibration.json: run `bayesian-hf calibrate` with this "
+                                "version to store one")
+        if labels is None:
+            raise ValueError(f"{args.model} has no drift reference and {args.data} has no '{args.label_column}' "
+                             "column: nothing to compare")
+    if labels is not None:
+        result["calibration"] = calibration_drift(model, tokenizer, texts, labels, tolerance=args.tolerance)
+        alert = alert or bool(result["calibration"]["recalibrate"])
+    result["alert"] = alert
     print(json.dumps(result, indent=2))
-    return 1 if result["recalibrate"] and args.fail_on_drift else 0
+    return 1 if alert and args.fail_on_drift else 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -331,6 +463,17 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--alpha", type=float, default=0.1, help="conformal miscoverage (sets cover 1 - alpha)")
     calibrate.add_argument("--conformal", choices=["lac", "aps"], default="aps")
     calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument("--target_risk", "--target-risk", dest="target_risk", type=float, default=None,
+                           help="choose the accept threshold so that the error among accepted predictions is at most "
+                           "this (e.g. 0.02) with probability >= 1 - delta")
+    calibrate.add_argument("--delta", type=float, default=0.1, help="allowed failure probability of the guarantee")
+    calibrate.add_argument("--review_target_risk", "--review-target-risk", dest="review_target_risk", type=float,
+                           default=None, help="error-rate target for the predictions sent to review")
+    calibrate.add_argument("--review_budget", "--review-budget", dest="review_budget", type=float, default=None,
+                           help="at most this share of traffic is sent to review")
+    calibrate.add_argument("--recalibrate-if-better", "--recalibrate_if_better", dest="recalibrate_if_better",
+                           action="store_true", help="replace calibration.json only if the refit lowers held-out NLL "
+                           "(old file kept as calibration.json.bak)")
     calibrate.set_defaults(func=cmd_calibrate)
     posterior = sub.add_parser("fit-posterior", help=cmd_fit_posterior.__doc__, description=cmd_fit_posterior.__doc__)
     posterior.add_argument("--model", required=True, help="a trained Bayesian model folder (head_type laplace)")
@@ -342,6 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
     posterior.add_argument("--max_length", type=int, default=None, help="token limit (default: the model's)")
     posterior.add_argument("--batch_size", type=int, default=32)
     posterior.set_defaults(func=cmd_fit_posterior)
+    report = sub.add_parser("report", help=cmd_report.__doc__, description=cmd_report.__doc__)
+    report.add_argument("--model", required=True)
+    report.add_argument("--data", required=True, help="labelled csv/jsonl/parquet")
+    report.add_argument("--text_column", default="text")
+    report.add_argument("--label_column", default="label")
+    report.add_argument("--delta", type=float, default=0.1, help="level of the pointwise upper bounds")
+    report.add_argument("--output_dir", default=None, help="where the JSON and PNG go (default: the model folder)")
+    report.set_defaults(func=cmd_report)
     compare = sub.add_parser("compare", help=cmd_compare.__doc__, description=cmd_compare.__doc__)
     compare.add_argument("--model", action="append", required=True, help="model folder (give twice: A then B)")
     compare.add_argument("--data", required=True, help="labelled csv/jsonl/parquet")
@@ -360,10 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
     push.set_defaults(func=cmd_push)
     drift = sub.add_parser("drift", help=cmd_drift.__doc__, description=cmd_drift.__doc__)
     drift.add_argument("--model", required=True)
-    drift.add_argument("--data", required=True, help="recent labelled data: csv/jsonl/parquet")
+    drift.add_argument("--data", required=True, help="recent data: csv/jsonl/parquet, with or without labels")
     drift.add_argument("--text_column", default="text")
     drift.add_argument("--label_column", default="label")
     drift.add_argument("--tolerance", type=float, default=0.03, help="allowed ECE increase before recalibrating")
+    drift.add_argument("--psi_threshold", type=float, default=0.2, help="PSI above which a signal has drifted")
     drift.add_argument("--fail_on_drift", action="store_true", help="exit 1 when recalibration is recommended")
     drift.set_defaults(func=cmd_drift)
     from .serving.settings import add_serve_arguments

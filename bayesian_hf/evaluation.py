@@ -91,6 +91,10 @@ def fit_model_calibration(
     seed: int = 0,
     batch_size: int = 32,
     num_orderings: int | None = None,
+    target_risk: float | None = None,
+    delta: float = 0.1,
+    review_target_risk: float | None = None,
+    review_budget: float | None = None,
 ) -> tuple[LoadedCalibration, dict[str, Any]]:
     """Fit a calibrator and a conformal predictor on a calibration split and attach them to ``model``.
 
@@ -101,14 +105,35 @@ def fit_model_calibration(
     above no calibration's, it falls back to temperature scaling when that beats no calibration on half B,
     else to the identity (``"none"``), refit on half A; ``selection["fallback"]`` records
     ``{"from", "to", "reason"}`` (``None`` when the choice held) in the report and the metadata.
+
+    With ``target_risk``, decision thresholds are chosen on half B as well (calibrated confidences and
+    correctness; see :mod:`bayesian_hf.risk_control`): ``accept`` such that, with probability >= ``1 - delta``,
+    the error rate of what the pipeline accepts (confidence >= accept) is at most
+    ``target_risk``; ``review`` for ``review_target_risk`` (the error rate of what is sent to review) and/or
+    ``review_budget`` (the share of traffic sent to review), else ``min(0.6, accept)`` (the default review
+    threshold).  The metadata then holds ``decision_thresholds`` (``accept``, ``review``, ``target_risk``,
+    ``delta``, ``coverage``, ``risk_upper_bound``, ``feasible``, ...) and ``risk_coverage``
+    (:func:`~bayesian_hf.risk_control.risk_coverage_table` of half B), and the report the full choices under
+    ``"decision_thresholds"``.  An infeasible target stores ``accept`` = ``risk_control.ACCEPT_NOTHING``.
     """
     from .calibration import make_calibrator
+    from .risk_control import _probability, decision_thresholds
 
     y = np.asarray(labels, dtype=np.int64)
     if len(y) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(y)} labels")
     if len(y) < 20:
         raise ValueError(f"need at least 20 calibration examples, got {len(y)}")
+    if target_risk is not None:  # check before the (slow) forward passes
+        target_risk = _probability(target_risk, "target_risk")
+        delta = _probability(delta, "delta")
+        if review_target_risk is not None and _probability(review_target_risk, "review_target_risk") < target_risk:
+            raise ValueError(f"review_target_risk ({review_target_risk}) must not be below target_risk ({target_risk}): "
+                             "the review band holds the less confident predictions")
+        if review_budget is not None:
+            _probability(review_budget, "review_budget")
+    elif review_target_risk is not None or review_budget is not None:
+        raise ValueError("review_target_risk / review_budget need target_risk (the accept threshold comes first)")
     model.set_calibration(None)
     outputs = collect_outputs(model, tokenizer, texts, batch_size=batch_size, num_orderings=num_orderings)
     logits = outputs["logits"]
@@ -135,6 +160,25 @@ def fit_model_calibration(
         selection["chosen"] = target
     conformal = ConformalPredictor(alpha=alpha, score=conformal_score).fit(calibrator.transform(logits[held_idx]), y[held_idx])
     fit_metrics = {k: v for k, v in summary.items() if isinstance(v, float) and math.isfinite(v)}
+    decisions: dict[str, Any] = {}
+    if target_risk is not None:
+        from .pipelines import DEFAULT_THRESHOLDS
+
+        decisions = decision_thresholds(  # no conformal eligibility: the pipeline accepts on confidence alone
+            calibrator.transform(logits[held_idx]), y[held_idx], None, target_risk=target_risk, delta=delta,
+            review_target_risk=review_target_risk, review_budget=review_budget,
+            default_review=DEFAULT_THRESHOLDS["review"],
+        )
+    from .drift import build_sketch
+    from .risk_control import risk_coverage_table
+
+    held_probs = calibrator.transform(logits[held_idx])
+    # the risk-coverage table of half B (unseen by the calibrator fit), always: the card shows it
+    risk_coverage = decisions.get("risk_coverage") or risk_coverage_table(
+        held_probs.max(1), held_probs.argmax(1) == y[held_idx], delta=delta)
+    # the reference the drift monitor compares live traffic with: the calibrated outputs on the whole split
+    drift_reference = build_sketch({**outputs, "calibrated_probs": calibrator.transform(logits)},
+                                   [len(t) for t in texts], labels=y).to_dict()
     calibration = LoadedCalibration(
         calibrator=calibrator,
         conformal=conformal,
@@ -145,11 +189,17 @@ def fit_model_calibration(
             "selection": {
                 k: selection[k] for k in ("chosen", "heldout_nll", "heldout_ece", "n_folds", "seed", "margin_se", "fallback")
             },
+            "risk_coverage": risk_coverage,
+            "drift_reference": drift_reference,
+            **({"decision_thresholds": decisions["decision_thresholds"]} if "decision_thresholds" in decisions else {}),
         },
     )
     model.set_calibration(calibration)
     report = {"selection": selection, "heldout": summary, "fit_examples": len(fit_idx), "heldout_examples": len(held_idx),
               "fallback": selection["fallback"]}
+    report["risk_coverage"] = risk_coverage
+    if decisions:
+        report["decision_thresholds"] = {"accept": decisions["accept"], "review": decisions["review"]}
     return calibration, report
 
 

@@ -14,6 +14,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
 from .metrics import plot_reliability_diagram
 from .modeling_bayesian_expectation import RELIABILITY_PNG as RELIABILITY_DIAGRAM
+from .modeling_bayesian_expectation import RISK_COVERAGE_PNG
 from .resources import packaged_file
 
 TEMPLATE = "model_card_template.md"  # in model_cards/, see resources.packaged_file
@@ -70,6 +71,16 @@ def write_model_card(
                 table[key] = (float(fit[f"{key}_before"]), float(fit[f"{key}_after"]))
         if calibration.conformal is not None:
             conformal = f"{calibration.conformal.score.upper()} at coverage {1 - calibration.conformal.alpha:.2f}"
+    risk_rows, thresholds, risk_png = [], None, None
+    if calibration is not None and calibration.metadata.get("risk_coverage"):
+        from .risk_control import plot_risk_coverage
+
+        risk_rows = list(calibration.metadata["risk_coverage"])
+        thresholds = calibration.metadata.get("decision_thresholds")
+        plot_risk_coverage(risk_rows, save_directory / RISK_COVERAGE_PNG,
+                           target_risk=(thresholds or {}).get("target_risk"),
+                           title="Risk-coverage (held-out calibration half)")
+        risk_png = RISK_COVERAGE_PNG
     card = ModelCard.from_template(
         card_data,
         template_path=str(template_path or packaged_file("model_cards", TEMPLATE)),
@@ -88,6 +99,9 @@ def write_model_card(
         calibration_table=table,
         conformal=conformal,
         reliability_diagram=RELIABILITY_DIAGRAM,
+        risk_rows=risk_rows,
+        decision_thresholds=thresholds,
+        risk_coverage_png=risk_png,
         max_length=min(config.max_position_embeddings, 512),
     )
     card.save(str(save_directory / "README.md"))

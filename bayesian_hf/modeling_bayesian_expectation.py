@@ -347,11 +347,14 @@ class BayesianExpectationPreTrainedModel(PreTrainedModel):
 
 
 RELIABILITY_PNG = "reliability_diagram.png"
+RISK_COVERAGE_PNG = "risk_coverage.png"
 # files of a saved model folder that push_to_hub carries along besides what save_pretrained writes
 CARRIED_FILES = (
-    "README.md", RELIABILITY_PNG, "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
+    "README.md", RELIABILITY_PNG, RISK_COVERAGE_PNG, "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
 )
 EVIDENCE_STRENGTH_INIT = 2.0  # sigmoid(2) = 0.88 of a pseudo-count per unit at the start of training
+# calibration metadata written into calibration.json next to the calibrator (see docs/serving.md)
+CALIBRATION_METADATA_KEYS = ("selection", "fit_split", "fallback", "decision_thresholds", "risk_coverage", "drift_reference")
 BAYESIAN_ONLY_PARAMETERS = ("mixing_logit", "evidence_strength", "posterior.")  # not in a BERT checkpoint: initialised fresh
 
 
@@ -652,7 +655,7 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
             fit_metrics=dict(meta.get("fit_metrics", {})),
             num_samples=int(meta.get("num_samples", 0)),
             conformal=self.calibration.conformal,
-            extra={k: v for k, v in meta.items() if k in ("selection", "fit_split")},
+            extra={k: v for k, v in meta.items() if k in CALIBRATION_METADATA_KEYS},
         )
 
     def push_to_hub(
@@ -687,7 +690,7 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
             if tokenizer is not None:
                 tokenizer.save_pretrained(folder)
             for name in CARRIED_FILES if source else ():
-                if os.path.isfile(os.path.join(source, name)) and (tokenizer is None or name in ("README.md", RELIABILITY_PNG)):
+                if os.path.isfile(os.path.join(source, name)) and (tokenizer is None or name in ("README.md", RELIABILITY_PNG, RISK_COVERAGE_PNG)):
                     shutil.copy(os.path.join(source, name), os.path.join(folder, name))
             api.create_repo(repo_id, private=private, exist_ok=True)
             info = api.upload_folder(

@@ -62,6 +62,9 @@ from bayesian_hf.evaluation import collect_outputs  # noqa: E402
 from bayesian_hf.metrics import classification_metrics, ood_auroc, risk_coverage_curve  # noqa: E402
 from bayesian_hf.pipelines import DEFAULT_THRESHOLDS, decide  # noqa: E402
 from bayesian_hf.posterior_fitting import fit_posterior  # noqa: E402
+from bayesian_hf.risk_control import choose_accept_threshold  # noqa: E402
+
+TARGET_RISKS = (0.01, 0.02, 0.05)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -189,8 +192,7 @@ def softmax_stats(logits: np.ndarray) -> dict:
 
 
 def accept_stats(probs: np.ndarray, labels: np.ndarray, conformal: ConformalPredictor | None) -> tuple[float, float]:
-    sets = conformal.predict_sets(probs) if conformal is not None else [None] * len(probs)
-    decisions = np.array([decide(float(p.max()), DEFAULT_THRESHOLDS, None if s is None else len(s)) for p, s in zip(probs, sets)])
+    decisions = np.array([decide(float(p.max()), DEFAULT_THRESHOLDS) for p in probs])  # the pipeline's rule
     accepted = decisions == "accept"
     error = float((probs[accepted].argmax(-1) != labels[accepted]).mean()) if accepted.any() else float("nan")
     return float(accepted.mean()), error
@@ -223,7 +225,24 @@ def calibrate_arrays(cal_logits: np.ndarray, cal_labels: np.ndarray, seed: int, 
         calibrator, report = select_calibrator(cal_logits[a], cal_labels[a], seed=seed)
         chosen = report["chosen"]
     conformal = ConformalPredictor(alpha=0.1, score="aps").fit(calibrator.transform(cal_logits[b]), cal_labels[b])
+    calibrator.heldout_index = b  # the half the calibrator did not see: where risk-controlled thresholds are chosen
     return calibrator, conformal, chosen
+
+
+def risk_control_rows(cal_probs, cal_labels, test_probs, test_labels, delta: float = 0.1) -> dict:
+    """Issue 9's procedure on both methods alike: the accept threshold for each target risk chosen on held-out
+    calibration predictions (Learn-then-Test, Clopper-Pearson, fixed sequence), then the coverage and the
+    realised error among accepted predictions on the test split."""
+    rows = {}
+    test_conf, test_correct = test_probs.max(1), test_probs.argmax(1) == test_labels
+    for target in TARGET_RISKS:
+        choice = choose_accept_threshold(cal_probs.max(1), cal_probs.argmax(1) == cal_labels, target, delta)
+        accepted = test_conf >= choice["threshold"]
+        rows[str(target)] = {
+            "threshold": choice["threshold"], "feasible": choice["feasible"], "test_coverage": float(accepted.mean()),
+            "test_risk": float((~test_correct[accepted]).mean()) if accepted.any() else None,
+        }
+    return rows
 
 
 # --------------------------------------------------------------------------------------------- one seed
@@ -276,6 +295,9 @@ def run_seed(name: str, data: dict, args: argparse.Namespace, seed: int, tokeniz
     rows["plain+temp"] = score("plain+temp", tt, to, data, "maxprob", "total", 1.0, conformal_t)
     info["temperature"] = float(temp.temperature) if hasattr(temp, "temperature") else None
     curves["plain+temp"] = risk_coverage_curve(tt["probs"].max(-1), tt["probs"].argmax(-1) == data["test"]["label"])
+    held = temp.heldout_index
+    info["risk_control"] = {"plain+temp": risk_control_rows(temp.transform(p0["cal"][held]), y_cal[held], tt["probs"],
+                                                            data["test"]["label"])}
 
     # ---- MC dropout on the plain weights
     start = time.perf_counter()
@@ -312,6 +334,9 @@ def run_seed(name: str, data: dict, args: argparse.Namespace, seed: int, tokeniz
     bo = dict(outs["ood"])
     rows["bayes+cal"] = score("bayes+cal", bt, bo, data, "total", "epistemic", rows["bayes"]["cost"], conformal_b)
     curves["bayes+cal"] = risk_coverage_curve(-bt["total"], bt["probs"].argmax(-1) == data["test"]["label"])
+    held = calibrator.heldout_index
+    info["risk_control"]["bayes+cal"] = risk_control_rows(
+        calibrator.transform(outs["cal"]["logits"][held]), y_cal[held], bt["probs"], data["test"]["label"])
     # units per text on test (what the expectation averages over)
     info["mean_units_test"] = float(np.mean(outs["test"]["num_units"]))
 
@@ -409,6 +434,23 @@ def render(results: dict) -> str:
         lines.append("")
         lines.append("Order dispersion alone as an error score (AUROC): " + ", ".join(
             f"{m} {fmt(c.get('order_dispersion_auroc_error'))}" for m, c in ds["summary"].items() if c.get("order_dispersion_auroc_error")))
+        lines.append("")
+        lines.append("Auto-accept at a target risk (threshold by Learn-then-Test on the held-out calibration half, "
+                     "delta 0.1; test coverage / realised error among accepted, mean over seeds):")
+        lines.append("")
+        lines.append("| method | " + " | ".join(f"risk {t:.0%}" for t in TARGET_RISKS) + " |")
+        lines.append("|---" * (len(TARGET_RISKS) + 1) + "|")
+        for method in ("plain+temp", "bayes+cal"):
+            cells = []
+            for t in TARGET_RISKS:
+                rows = [s["info"]["risk_control"][method][str(t)] for s in ds["per_seed"] if "risk_control" in s["info"]]
+                if not rows:
+                    cells.append("–")
+                    continue
+                cov = np.mean([r["test_coverage"] for r in rows])
+                risks = [r["test_risk"] for r in rows if r["test_risk"] is not None]
+                cells.append(f"{cov:.1%} / " + (f"{np.mean(risks):.1%}" if risks else "–"))
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
         lines.append("Per seed: posterior hyperparameters and calibrators: " + "; ".join(
             json.dumps(s["info"], default=float) for s in ds["per_seed"]))

@@ -652,13 +652,21 @@ def load_labelled_texts(
     label2id: Mapping[str, int],
     text_column: str = "text",
     label_column: str = "label",
-) -> tuple[list[str], list[int]]:
+    labels_optional: bool = False,
+) -> tuple[list[str], list[int] | None]:
     """Texts and label ids of ONE labelled file (csv/json/jsonl/parquet), mapped through a model's ``label2id``.
 
     Labels may be the label names or their ids (as ints or strings). Used to calibrate or check drift on data the
     model has not seen; raises ``ValueError`` on missing columns, empty texts or labels the model does not know.
+    With ``labels_optional=True`` a file without the label column gives ``(texts, None)``.
     """
     ds = _load_files({"data": path}, None)["data"]
+    if labels_optional and label_column not in ds.column_names and text_column in ds.column_names:
+        texts = [str(t) if t is not None else "" for t in ds[text_column]]
+        empty = [i for i, t in enumerate(texts) if not t.strip()]
+        if empty:
+            raise ValueError(f"{path}: {len(empty)} empty text(s), first at row {empty[0]}")
+        return texts, None
     missing = [c for c in (text_column, label_column) if c not in ds.column_names]
     if missing:
         raise ValueError(f"{path} has no column(s) {missing}; available: {ds.column_names}")

@@ -15,12 +15,15 @@ with their traceback server-side and answered with a generic 500 that carries no
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import math
 import os
 import platform
+import random
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -35,14 +38,16 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..drift import DEFAULT_MIN_SAMPLES, DriftWindow, ReferenceSketch, drift_statistics, record_signals
 from .auth import ApiKeyAuth, AuthError, RateLimiter
 from .batching import BatcherClosed, MicroBatcher, PredictParams
-from .metrics import ServiceMetrics
+from .metrics import ServiceMetrics, observe_shadow
 from .schemas import (
     BatchPredictRequest,
     BatchPredictResponse,
     CalibrationInfo,
     CardMetric,
+    DriftReport,
     ErrorResponse,
     HealthResponse,
     ModelInfo,
@@ -55,10 +60,10 @@ from .settings import ServeSettings
 
 logger = logging.getLogger("bayesian_hf.serving")
 
-PROTECTED_PATHS = frozenset({"/predict", "/batch-predict", "/model-info"})
+PROTECTED_PATHS = frozenset({"/predict", "/batch-predict", "/model-info", "/drift"})
 KNOWN_PATHS = frozenset(
-    {"/predict", "/batch-predict", "/model-info", "/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json",
-     "/docs/oauth2-redirect"}
+    {"/predict", "/batch-predict", "/model-info", "/drift", "/health", "/ready", "/metrics", "/docs", "/redoc",
+     "/openapi.json", "/docs/oauth2-redirect"}
 )
 PREDICTION_FIELDS = tuple(Prediction.model_fields)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -192,8 +197,39 @@ def build_model_info(settings: ServeSettings, model: Any) -> dict[str, Any]:
         card_metrics=[CardMetric(**m) for m in card] if card else None,
         weights_sha256=_sha256_file(os.path.join(settings.model, "model.safetensors")) if local else None,
         device=str(settings.device),
-        serving=settings.public_dict(),
+        serving={**settings.public_dict(), "default_thresholds": effective_thresholds(settings, model)},
     ).model_dump(mode="json", exclude_none=True)
+
+
+def effective_thresholds(settings: ServeSettings, model: Any) -> dict[str, float]:
+    """Request defaults: the flags / environment where set, else the model calibration's stored
+    ``decision_thresholds`` (``bayesian-hf calibrate --target_risk``), else 0.9 / 0.6."""
+    from ..pipelines import default_thresholds, validate_thresholds
+
+    return validate_thresholds(settings.thresholds, defaults=default_thresholds(model))
+
+
+def load_drift_reference(model: Any) -> tuple[ReferenceSketch | None, str | None]:
+    """The model's drift reference (``calibration.metadata["drift_reference"]``), or ``None`` and why not. An
+    invalid reference is logged and switches drift monitoring off; it never stops the service."""
+    calibration = getattr(model, "calibration", None)
+    if calibration is None:
+        return None, "the model has no calibration.json, where the drift_reference is stored"
+    doc = (calibration.metadata or {}).get("drift_reference")
+    if doc is None:
+        return None, "the model's calibration.json has no drift_reference"
+    try:
+        sketch = ReferenceSketch.from_dict(doc)
+    except ValueError as err:
+        logger.warning("ignoring the model's drift_reference: %s", err)
+        return None, f"invalid drift_reference: {str(err)[:300]}"
+    if sketch.num_labels != model.config.num_labels:
+        logger.warning("ignoring the drift_reference: it has %d labels, the model %d", sketch.num_labels,
+                       model.config.num_labels)
+        return None, f"the drift_reference has {sketch.num_labels} labels, the model {model.config.num_labels}"
+    import scipy.stats  # noqa: F401  (imported here, in the loader thread, not at the first /metrics scrape)
+
+    return sketch, None
 
 
 # ------------------------------------------------------------------------------------------------------ state
@@ -213,6 +249,15 @@ class ServiceState:
         self.info: dict[str, Any] | None = None
         self.status = "loading"
         self.detail: str | None = None
+        self.drift_sketch: ReferenceSketch | None = None
+        self.drift_window: DriftWindow | None = None
+        self.drift_reason: str | None = "the model is not loaded"
+        self.drift_min_samples = min(DEFAULT_MIN_SAMPLES, settings.drift_window)
+        self._drift_cache: tuple[int, dict[str, Any]] | None = None
+        self.shadow: tuple[Any, Any] | None = None
+        self._shadow_busy = threading.Lock()
+        self._shadow_random = random.Random()
+        self._label_ids: dict[str, int] = {}
 
     def infer(self, texts: list[str], params: PredictParams) -> list[dict[str, Any]]:
         """One forward pass (runs in the batcher's worker thread)."""
@@ -226,19 +271,100 @@ class ServiceState:
         try:
             model, tokenizer = await asyncio.to_thread(self.loader, self.settings)
             info = await asyncio.to_thread(build_model_info, self.settings, model)
+            sketch, reason = await asyncio.to_thread(load_drift_reference, model)
+            shadow = None
+            if self.settings.shadow_model:
+                shadow = await asyncio.to_thread(
+                    self.loader, dataclasses.replace(self.settings, model=self.settings.shadow_model, shadow_model=None))
+                if [str(v) for _, v in sorted(shadow[0].config.id2label.items())] != \
+                        [str(v) for _, v in sorted(model.config.id2label.items())]:
+                    raise ValueError("the shadow model's labels differ from the served model's")
         except Exception as err:
             logger.exception("failed to load model %s", self.settings.model)
             self.status = "failed"
             self.detail = f"{type(err).__name__}: {str(err)[:300]}"
             return
         self.model, self.tokenizer, self.info = model, tokenizer, info
+        self.shadow = shadow
+        self._label_ids = {str(name): int(i) for i, name in model.config.id2label.items()}
+        self.drift_sketch, self.drift_reason = sketch, reason
+        if sketch is not None:
+            self.drift_window = DriftWindow(self.settings.drift_window, signals=tuple(sketch.signals))
+            self.metrics.drift_enabled.set(1)
         if self.status == "loading":
             self.status = "ready"
         self.metrics.model_ready.set(1)
         calibrator = info["calibration"].get("method") or "none"
         self.metrics.model_info.labels(model=info["model_id"], version=info["versions"]["bayesian_hf"],
                                        calibrator=calibrator).set(1)
-        logger.info("model %s ready (labels %s, calibrator %s)", info["model_id"], info["labels"], calibrator)
+        logger.info("model %s ready (labels %s, calibrator %s, drift monitoring %s)", info["model_id"], info["labels"],
+                    calibrator, "on" if sketch is not None else f"off: {reason}")
+
+    # --------------------------------------------------------------------------------------------- shadow
+    def maybe_shadow(self, texts: list[str], records: list[dict[str, Any]], params: PredictParams) -> None:
+        """With probability ``shadow_fraction``, classify the same texts with the shadow model in a background
+        thread, after the response; at most one shadow batch runs at a time (a busy shadow skips, never queues),
+        so the shadow can neither delay responses nor pile up work."""
+        if self.shadow is None or self._shadow_random.random() >= self.settings.shadow_fraction:
+            return
+        if not self._shadow_busy.acquire(blocking=False):
+            self.metrics.shadow_skipped.inc()
+            return
+        shadow_model, shadow_tokenizer = self.shadow
+
+        def work() -> None:
+            from ..pipelines import predict
+
+            try:
+                shadow_records = predict(shadow_model, shadow_tokenizer, texts, num_orderings=params.num_orderings,
+                                         thresholds=dict(params.thresholds), max_length=self.settings.max_length)
+                observe_shadow(self.metrics, records, shadow_records)
+            except Exception:  # the shadow never affects the service
+                self.metrics.shadow_errors.inc()
+                logger.warning("shadow model failed", exc_info=True)
+            finally:
+                self._shadow_busy.release()
+
+        threading.Thread(target=work, name="shadow-model", daemon=True).start()
+
+    # ---------------------------------------------------------------------------------------------- drift
+    def observe_drift(self, texts: list[str], records: list[dict[str, Any]]) -> None:
+        """Append the served predictions to the drift window: a few numbers each, no statistics here."""
+        window = self.drift_window
+        if window is None:
+            return
+        for text, record in zip(texts, records):
+            try:
+                window.append(record_signals(record, text), self._label_ids[str(record["label"])])
+            except (KeyError, TypeError, ValueError):  # a record without the signals: skip it, never fail a request
+                window.skipped += 1
+
+    async def drift_statistics(self) -> dict[str, Any] | None:
+        """The drift statistics of the current window (recomputed, off the event loop, only when predictions
+        arrived since the last call) and the drift gauges updated from them; ``None`` when monitoring is off."""
+        window, sketch = self.drift_window, self.drift_sketch
+        if window is None or sketch is None:
+            return None
+        seen = window.total_seen
+        if self._drift_cache is not None and self._drift_cache[0] == seen:
+            return self._drift_cache[1]
+        snapshot = window.arrays()
+        stats = await asyncio.to_thread(drift_statistics, sketch, snapshot,
+                                        psi_threshold=self.settings.drift_psi_threshold,
+                                        min_samples=self.drift_min_samples)
+        self._drift_cache = (seen, stats)
+        self.metrics.observe_drift(stats)
+        return stats
+
+    async def drift_report(self) -> dict[str, Any]:
+        stats = await self.drift_statistics()
+        if stats is None or self.drift_window is None or self.drift_sketch is None:
+            return {"enabled": False, "reason": self.drift_reason, "alert": False,
+                    "psi_threshold": self.settings.drift_psi_threshold}
+        return {"enabled": True, "alert": stats["alert"], "psi_threshold": self.settings.drift_psi_threshold,
+                "min_samples": self.drift_min_samples, "window_size": self.drift_window.max_size,
+                "window_samples": stats["num_samples"], "total_observed": self.drift_window.total_seen,
+                "length_unit": self.drift_sketch.length_unit, "statistics": stats}
 
     def require_ready(self) -> None:
         if self.status == "stopping":
@@ -367,7 +493,11 @@ Each prediction carries a (calibrated) confidence, probabilities, the uncertaint
 aleatoric parts, the order dispersion, a routing decision (`accept` / `review` / `escalate`) and, when the model
 has a conformal calibrator, a prediction set. Concurrent requests are micro-batched into shared forward passes.
 
-When the server was started with an API key file, `/predict`, `/batch-predict` and `/model-info` need
+When the model's calibration.json has a `drift_reference`, `/drift` compares the recent predictions (a rolling
+window) with the calibration data: population stability index, Kolmogorov-Smirnov and Wasserstein per signal, label
+shift, and an alert.
+
+When the server was started with an API key file, `/predict`, `/batch-predict`, `/model-info` and `/drift` need
 `Authorization: Bearer <key>` or `X-API-Key: <key>` (401 without, 403 with a wrong key). Errors are JSON
 `{"error": {"code", "message", "details", "request_id"}}`. See docs/serving.md.
 """
@@ -467,7 +597,7 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None) -> Fast
             raise ApiError(422, "validation_error", f"num_orderings must be at most {settings.max_num_orderings}",
                            details=[{"loc": ["body", "num_orderings"], "type": "less_than_equal",
                                      "msg": f"must be <= {settings.max_num_orderings}"}])
-        merged = dict(settings.thresholds)
+        merged = effective_thresholds(settings, state.model)
         if options.thresholds is not None:
             merged.update(options.thresholds.model_dump(exclude_none=True))
         try:
@@ -502,6 +632,8 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None) -> Fast
             logger.error("inference failed", exc_info=(type(exc), exc, exc.__traceback__))
             raise ApiError(500, "internal_error", "internal server error") from None
         state.metrics.observe_predictions(records)
+        state.observe_drift(texts, records)
+        state.maybe_shadow(texts, records, params)
         out = []
         for record in records:
             item = {k: record[k] for k in PREDICTION_FIELDS if k in record}
@@ -547,11 +679,31 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None) -> Fast
              responses={k: _ERRORS[k] for k in (401, 403, 429, 503)}, summary="Model, labels, calibrator, metrics")
     async def model_info() -> Any:
         state.require_ready()
-        return state.info
+        report = await state.drift_report()
+        stats = report.get("statistics") or {}
+        drift = {k: report.get(k) for k in ("enabled", "alert", "psi_threshold", "window_size", "window_samples")}
+        drift.update(max_psi=stats.get("max_psi"), drifted_signals=stats.get("drifted_signals"))
+        return {**state.info, "drift": drift}
+
+    @app.get("/drift", response_model=DriftReport, response_model_exclude_none=True, dependencies=protected,
+             responses={k: _ERRORS[k] for k in (401, 403, 429, 503)},
+             summary="Drift of the recent predictions from the calibration data")
+    async def drift() -> Any:
+        """Per signal (confidence, epistemic, aleatoric, order_dispersion, length): PSI, KS statistic and p-value,
+        Wasserstein distance; predicted-label shift; `alert` when some PSI exceeds the threshold with at least
+        `min_samples` predictions in the window. `{"enabled": false, "reason"}` when the model has no
+        drift_reference."""
+        state.require_ready()
+        return await state.drift_report()
 
     @app.get("/metrics", response_class=Response, summary="Prometheus metrics",
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
     async def metrics() -> Response:
+        if state.drift_window is not None:
+            try:
+                await state.drift_statistics()
+            except Exception:  # stale drift gauges must not cost the other metrics
+                logger.exception("could not compute the drift statistics")
         return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
     app.add_middleware(ServiceMiddleware, state=state)

@@ -15,7 +15,10 @@ Names (all prefixed ``bayesian_hf_``):
 - ``uncertainty_nats{kind}`` (histogram, kind = epistemic / aleatoric / total), ``confidence`` (histogram of the
   returned score), ``order_dispersion`` (histogram);
 - ``rate_limited_total``, ``request_timeouts_total``;
-- ``model_ready`` (0/1) and ``model_info{model,version,calibrator}`` (constant 1).
+- ``model_ready`` (0/1) and ``model_info{model,version,calibrator}`` (constant 1);
+- drift, only when the model has a drift reference (updated when ``/metrics`` or ``/drift`` is read):
+  ``drift_psi{signal}`` (population stability index of each signal and of the predicted labels, ``signal="label"``),
+  ``drift_alert`` (0/1), ``drift_enabled`` (0/1), ``drift_window_samples`` (predictions in the window) and ``drift_label_total_variation``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,20 @@ class ServiceMetrics:
         self.latency = Histogram(PREFIX + "request_duration_seconds", "HTTP request latency in seconds.",
                                  ("endpoint",), buckets=LATENCY_BUCKETS, registry=r)
         self.in_flight = Gauge(PREFIX + "in_flight_requests", "HTTP requests being handled.", registry=r)
+        self.shadow_predictions = Counter(PREFIX + "shadow_predictions", "Texts also classified by the shadow "
+                                          "model.", registry=r)
+        self.shadow_label_disagreements = Counter(PREFIX + "shadow_label_disagreements", "Shadow predictions whose "
+                                                  "label differs from the served one.", registry=r)
+        self.shadow_decision_disagreements = Counter(PREFIX + "shadow_decision_disagreements", "Shadow "
+                                                     "predictions whose decision differs from the served one.",
+                                                     registry=r)
+        self.shadow_confidence_gap = Histogram(PREFIX + "shadow_confidence_gap", "Absolute difference of the "
+                                               "served and shadow confidences.", buckets=(0.01, 0.02, 0.05, 0.1,
+                                               0.2, 0.3, 0.5, 1.0), registry=r)
+        self.shadow_skipped = Counter(PREFIX + "shadow_skipped", "Requests chosen for the shadow model but skipped "
+                                      "because it was still busy (it never queues work).", registry=r)
+        self.shadow_errors = Counter(PREFIX + "shadow_errors", "Shadow model failures (responses unaffected).",
+                                     registry=r)
         self.forward_passes = Counter(PREFIX + "forward_passes", "Model forward passes run by the micro-batcher.",
                                       registry=r)
         self.forward_duration = Histogram(PREFIX + "forward_duration_seconds",
@@ -71,6 +88,14 @@ class ServiceMetrics:
         self.model_ready = Gauge(PREFIX + "model_ready", "1 once the model is loaded.", registry=r)
         self.model_info = Gauge(PREFIX + "model_info", "Constant 1, labelled with the served model.",
                                 ("model", "version", "calibrator"), registry=r)
+        self.drift_psi = Gauge(PREFIX + "drift_psi", "Population stability index of a drift signal against the "
+                               "reference (calibration data).", ("signal",), registry=r)
+        self.drift_enabled = Gauge(PREFIX + "drift_enabled", "1 when the model has a drift reference.", registry=r)
+        self.drift_alert = Gauge(PREFIX + "drift_alert", "1 when some drift PSI exceeds the threshold.", registry=r)
+        self.drift_window_samples = Gauge(PREFIX + "drift_window_samples", "Predictions in the drift window.",
+                                          registry=r)
+        self.drift_label_tv = Gauge(PREFIX + "drift_label_total_variation", "Total variation distance between the "
+                                    "predicted-label shares of the window and of the reference.", registry=r)
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint=endpoint, method=method, status=str(status)).inc()
@@ -92,6 +117,16 @@ class ServiceMetrics:
             for kind, value in record["uncertainty"].items():
                 self.uncertainty.labels(kind=kind).observe(float(value))
 
+    def observe_drift(self, statistics: Mapping[str, Any]) -> None:
+        """Set the drift gauges from :func:`bayesian_hf.drift.drift_statistics`."""
+        for signal, value in statistics["psi"].items():
+            self.drift_psi.labels(signal=signal).set(float(value))
+        self.drift_alert.set(1.0 if statistics["alert"] else 0.0)
+        self.drift_window_samples.set(statistics["num_samples"])
+        tv = statistics["label_shift"]["total_variation"]
+        if tv is not None:
+            self.drift_label_tv.set(float(tv))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -107,3 +142,14 @@ def sample_value(text: str, name: str, labels: Mapping[str, str] | None = None) 
             if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
                 total += sample.value
     return total
+
+
+def observe_shadow(metrics: "ServiceMetrics", served: list[dict], shadow: list[dict]) -> None:
+    """Count the shadow model's disagreements with the served predictions (same texts, same order)."""
+    for a, b in zip(served, shadow):
+        metrics.shadow_predictions.inc()
+        if a["label"] != b["label"]:
+            metrics.shadow_label_disagreements.inc()
+        if a.get("decision") != b.get("decision"):
+            metrics.shadow_decision_disagreements.inc()
+        metrics.shadow_confidence_gap.observe(abs(float(a["score"]) - float(b["score"])))

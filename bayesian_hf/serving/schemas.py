@@ -37,7 +37,7 @@ class Thresholds(_Strict):
     """Decision thresholds on the (calibrated) confidence; missing ones take the server defaults."""
 
     accept: float | None = Field(None, ge=0.0, le=1.0, description="confidence at or above which the decision is "
-                                 "'accept' (when a conformal set exists it must also hold a single label)")
+                                 "'accept' (the conformal prediction set, if any, is returned beside the decision)")
     review: float | None = Field(None, ge=0.0, le=1.0, description="confidence at or above which the decision is "
                                  "'review'; below it, 'escalate'. Must not exceed accept.")
 
@@ -133,6 +133,70 @@ class CalibrationInfo(BaseModel):
     conformal: dict[str, Any] | None = None
 
 
+class DriftSignalStats(BaseModel):
+    psi: float | None = Field(None, description="population stability index on the reference quantile bins")
+    ks_statistic: float | None = Field(None, description="two-sample Kolmogorov-Smirnov statistic (max CDF gap)")
+    ks_pvalue: float | None = None
+    wasserstein: float | None = Field(None, description="Wasserstein-1 distance, in the signal's unit")
+    wasserstein_scaled: float | None = Field(None, description="wasserstein / the reference standard deviation")
+    window_mean: float | None = None
+    reference_mean: float | None = None
+
+
+class BBSEEstimate(BaseModel):
+    label_weights: list[float] = Field(description="estimated p_window(y) / p_reference(y) per label")
+    reference_true_shares: list[float]
+    estimated_true_shares: list[float]
+    total_variation: float
+
+
+class LabelShift(BaseModel):
+    total_variation: float | None = Field(None, description="half the L1 distance between predicted-label shares")
+    psi: float | None = None
+    window_shares: list[float] | None = None
+    reference_shares: list[float]
+    unknown_labels: int = 0
+    bbse: BBSEEstimate | None = Field(None, description="black-box shift estimate of the true-label shares (when "
+                                      "the reference has the joint predicted/true label shares)")
+
+
+class DriftStatistics(BaseModel):
+    num_samples: int
+    reference_samples: int
+    psi_threshold: float
+    min_samples: int
+    enough_samples: bool
+    signals: dict[str, DriftSignalStats]
+    label_shift: LabelShift
+    psi: dict[str, float] = Field(description="PSI by signal, 'label' for the predicted labels")
+    max_psi: float | None = None
+    drifted_signals: list[str]
+    alert: bool
+
+
+class DriftReport(BaseModel):
+    enabled: bool = Field(description="false when the model's calibration has no drift_reference")
+    reason: str | None = Field(None, description="why drift monitoring is off")
+    alert: bool = False
+    psi_threshold: float
+    min_samples: int | None = None
+    window_size: int | None = Field(None, description="capacity of the rolling window (--drift-window)")
+    window_samples: int | None = Field(None, description="predictions in the window now")
+    total_observed: int | None = Field(None, description="predictions observed since the model was loaded")
+    length_unit: str | None = None
+    statistics: DriftStatistics | None = None
+
+
+class DriftInfo(BaseModel):
+    enabled: bool
+    alert: bool = False
+    psi_threshold: float
+    window_size: int | None = None
+    window_samples: int | None = None
+    max_psi: float | None = None
+    drifted_signals: list[str] | None = None
+
+
 class ModelInfo(BaseModel):
     model_id: str
     model_type: str
@@ -146,6 +210,7 @@ class ModelInfo(BaseModel):
     weights_sha256: str | None = None
     device: str
     serving: dict[str, Any]
+    drift: DriftInfo | None = None
 
 
 class ErrorDetail(BaseModel):

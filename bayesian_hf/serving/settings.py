@@ -106,8 +106,11 @@ class ServeSettings:
     """Default orderings per text; ``None`` = the model config's ``num_orderings``."""
     max_length: int | None = None
     """Token limit per text (longer texts are truncated and flagged); ``None`` = the model's limit."""
-    accept_threshold: float = 0.9
-    review_threshold: float = 0.6
+    accept_threshold: float | None = None
+    """Default confidence for ``accept``; ``None`` = the thresholds stored in the model's calibration.json
+    (``bayesian-hf calibrate --target_risk``), else 0.9."""
+    review_threshold: float | None = None
+    """Default confidence for ``review`` (below: ``escalate``); ``None`` = stored, else 0.6."""
     cors_origins: tuple[str, ...] = ()
     """Origins allowed to call the API from a browser; empty = no CORS headers."""
     device: str = "cpu"
@@ -116,6 +119,15 @@ class ServeSettings:
     """After SIGTERM/SIGINT: how long in-flight requests may take to finish."""
     log_level: str = "info"
     access_log: bool = True
+    shadow_model: str | None = None
+    """A second model folder run on a share of the traffic, after the response is sent; its disagreement with the
+    served model is counted in /metrics and never changes a response."""
+    shadow_fraction: float = 0.1
+    """Share of prediction requests also sent to the shadow model (0 < f <= 1)."""
+    drift_window: int = 2000
+    """Predictions kept in the rolling drift window (when the model's calibration has a ``drift_reference``)."""
+    drift_psi_threshold: float = 0.2
+    """PSI above which a drift signal raises the alert (with at least ``min(100, drift_window)`` predictions)."""
 
     # ------------------------------------------------------------------------------------------------ checks
     def __post_init__(self) -> None:
@@ -133,12 +145,19 @@ class ServeSettings:
             ("num_orderings", self.num_orderings is None or 1 <= self.num_orderings <= self.max_num_orderings,
              "must be in [1, max_num_orderings]"),
             ("max_length", self.max_length is None or self.max_length >= 8, "must be >= 8"),
-            ("accept_threshold", 0.0 <= self.accept_threshold <= 1.0, "must be in [0, 1]"),
-            ("review_threshold", 0.0 <= self.review_threshold <= self.accept_threshold,
+            ("accept_threshold", self.accept_threshold is None or 0.0 <= self.accept_threshold <= 1.0,
+             "must be in [0, 1]"),
+            ("review_threshold", self.review_threshold is None or 0.0 <= self.review_threshold
+             <= (self.accept_threshold if self.accept_threshold is not None else 1.0),
              "must be in [0, accept_threshold]"),
             ("torch_threads", self.torch_threads is None or self.torch_threads >= 1, "must be >= 1"),
             ("graceful_timeout_s", math.isfinite(self.graceful_timeout_s) and self.graceful_timeout_s >= 0,
              "must be >= 0"),
+            ("shadow_fraction", math.isfinite(self.shadow_fraction) and 0.0 < self.shadow_fraction <= 1.0,
+             "must be in (0, 1]"),
+            ("drift_window", 1 <= self.drift_window <= 1_000_000, "must be in [1, 1000000]"),
+            ("drift_psi_threshold", math.isfinite(self.drift_psi_threshold) and self.drift_psi_threshold > 0,
+             "must be > 0"),
             ("log_level", self.log_level in ("critical", "error", "warning", "info", "debug", "trace"),
              "must be one of critical, error, warning, info, debug, trace"),
         ]
@@ -158,7 +177,9 @@ class ServeSettings:
 
     @property
     def thresholds(self) -> dict[str, float]:
-        return {"accept": self.accept_threshold, "review": self.review_threshold}
+        """The thresholds set on the command line / environment (the others come from the model)."""
+        return {key: value for key, value in (("accept", self.accept_threshold), ("review", self.review_threshold))
+                if value is not None}
 
     def public_dict(self) -> dict[str, Any]:
         """The limits a client may see (``/model-info``); no file paths, no keys."""
@@ -254,15 +275,23 @@ def add_serve_arguments(parser: Any) -> None:
     add("--max-length", dest="max_length", type=int, help="token limit per text; longer texts are truncated and "
         f"flagged [{env('max_length')}, default: the model's]")
     add("--accept-threshold", dest="accept_threshold", type=float, help="default confidence for 'accept' "
-        f"[{env('accept_threshold')}, default {d.accept_threshold}]")
+        f"[{env('accept_threshold')}, default: calibration.json's decision_thresholds, else 0.9]")
     add("--review-threshold", dest="review_threshold", type=float, help="default confidence for 'review' "
-        f"(below: 'escalate') [{env('review_threshold')}, default {d.review_threshold}]")
+        f"(below: 'escalate') [{env('review_threshold')}, default: calibration.json's, else 0.6]")
     add("--cors-origins", dest="cors_origins", help="comma-separated origins allowed from browsers, e.g. "
         f"https://app.example.com [{env('cors_origins')}, default none]")
     add("--device", help=f"torch device [{env('device')}, default {d.device}]")
     add("--torch-threads", dest="torch_threads", type=int, help=f"torch intra-op threads [{env('torch_threads')}]")
     add("--graceful-timeout", dest="graceful_timeout_s", type=float, metavar="SECONDS", help="seconds in-flight requests may take "
         f"after SIGTERM [{env('graceful_timeout_s')}, default {d.graceful_timeout_s:g}]")
+    add("--shadow-model", dest="shadow_model", help="a second model folder run on a share of the traffic after "
+        f"each response; disagreement goes to /metrics [{env('shadow_model')}, default none]")
+    add("--shadow-fraction", dest="shadow_fraction", type=float, help="share of prediction requests sent to the "
+        f"shadow model [{env('shadow_fraction')}, default {d.shadow_fraction}]")
+    add("--drift-window", dest="drift_window", type=int, help="predictions in the rolling drift window, used when "
+        f"the model's calibration.json has a drift_reference [{env('drift_window')}, default {d.drift_window}]")
+    add("--drift-psi-threshold", dest="drift_psi_threshold", type=float, help="population stability index above "
+        f"which a drift signal raises the alert [{env('drift_psi_threshold')}, default {d.drift_psi_threshold:g}]")
     add("--log-level", dest="log_level", choices=("critical", "error", "warning", "info", "debug"),
         help=f"[{env('log_level')}, default {d.log_level}]")
     add("--no-access-log", dest="access_log", action="store_const", const=False, default=None,

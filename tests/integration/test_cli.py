@@ -33,7 +33,15 @@ def test_calibrate_drift_and_push(saved_model, tmp_path, capsys, local_hub):
     ) + "\n")
     assert main(["drift", "--model", str(saved_model), "--data", str(recent)]) in (0,)
     report = json.loads(capsys.readouterr().out)
-    assert set(report) >= {"recent_ece", "fit_ece", "drift", "recalibrate", "recommendation"}
+    assert set(report["calibration"]) >= {"recent_ece", "fit_ece", "drift", "recalibrate", "recommendation"}
+    assert report["labelled"] and report["drift"]["num_samples"] == 40
+    assert set(report["drift"]["signals"]) >= {"confidence", "epistemic", "aleatoric", "order_dispersion", "length"}
+    # without labels: the unsupervised statistics only; the repetitive recent texts are far from the reference
+    unlabelled = tmp_path / "unlabelled.csv"
+    unlabelled.write_text("text\n" + "\n".join(f"\"The soup was lovely. The staff were kind {i}!\"" for i in range(150)) + "\n")
+    assert main(["drift", "--model", str(saved_model), "--data", str(unlabelled), "--fail_on_drift"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert not report["labelled"] and "calibration" not in report and report["drift"]["alert"] is True
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\nhello there.,maybe\n")
     assert main(["drift", "--model", str(saved_model), "--data", str(bad)]) == 2
@@ -86,3 +94,66 @@ def test_quickstart_main_job_end_to_end(tmp_path, capsys):
     assert "decision" in printed
     model_dir = next(p.parent for p in out.rglob("calibration.json"))
     assert (model_dir / "model.safetensors").exists() and (model_dir / "README.md").exists()
+
+
+def test_recalibrate_if_better_keeps_or_replaces_atomically(tiny_trained_model, tmp_path, capsys):
+    import copy
+
+    from bayesian_hf.calibration import TemperatureScaling, calibrator_from_dict, load_calibration, save_calibration
+
+    model, tokenizer, _ = tiny_trained_model
+    model = copy.deepcopy(model)
+    model.set_calibration(None)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert main(["calibrate", "--model", str(tmp_path)]) == 0
+    path = tmp_path / "calibration.json"
+    first = path.read_bytes()
+    # the same data and seed: the refit is not better, the file is left as it was and no backup is made
+    assert main(["calibrate", "--model", str(tmp_path), "--recalibrate-if-better"]) == 0
+    assert "keeping the current one" in capsys.readouterr().out
+    assert path.read_bytes() == first and not (tmp_path / "calibration.json.bak").exists()
+    # a badly over-confident current calibrator: the refit wins, the old file becomes the backup
+    fitted = TemperatureScaling().fit([[2.0, -2.0], [-1.0, 1.0], [0.5, 0.0]], [0, 1, 1]).to_dict()
+    bad = calibrator_from_dict({**fitted, "temperature": 0.02})
+    save_calibration(path, bad, label2id=dict(model.config.label2id), fit_metrics={}, num_samples=3)
+    bad_bytes = path.read_bytes()
+    assert main(["calibrate", "--model", str(tmp_path), "--recalibrate-if-better"]) == 0
+    assert "replacing calibration.json" in capsys.readouterr().out
+    assert (tmp_path / "calibration.json.bak").read_bytes() == bad_bytes
+    assert load_calibration(path).calibrator.to_dict() != bad.to_dict()
+
+
+def test_calibrate_for_a_target_risk_then_report(tiny_trained_model, tmp_path, capsys):
+    import copy
+
+    model, tokenizer, data = tiny_trained_model
+    model = copy.deepcopy(model)
+    model.set_calibration(None)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert main(["calibrate", "--model", str(tmp_path), "--target_risk", "0.45", "--delta", "0.2"]) == 0
+    printed = capsys.readouterr().out
+    assert "accepting" in printed and "Decision thresholds for target risk" in printed
+    doc = json.loads((tmp_path / "calibration.json").read_text())
+    stored = doc["decision_thresholds"]
+    assert stored["feasible"] and stored["target_risk"] == 0.45 and 0.5 <= stored["accept"] <= 1
+    assert stored["risk_upper_bound"] <= 0.45 and doc["risk_coverage"] and doc["drift_reference"]
+    card = (tmp_path / "README.md").read_text()
+    assert "## Routing to humans" in card and "risk_coverage.png" in card and (tmp_path / "risk_coverage.png").exists()
+
+    names = data["test"].features["label"].names
+    test = data["test"].select(range(150))
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text("\n".join(json.dumps({"text": t, "label": names[y]}) for t, y in zip(test["text"], test["label"])))
+    out_dir = tmp_path / "report"
+    assert main(["report", "--model", str(tmp_path), "--data", str(labelled), "--output_dir", str(out_dir)]) == 0
+    assert "At the stored accept threshold" in capsys.readouterr().out
+    report = json.loads((out_dir / "risk_coverage_report.json").read_text())
+    assert report["num_samples"] == 150 and report["risk_coverage"][-1]["coverage"] == 1.0
+    assert (out_dir / "risk_coverage_report.png").stat().st_size > 1000
+
+    # an impossible target: said plainly, and nothing is auto-accepted
+    assert main(["calibrate", "--model", str(tmp_path), "--target_risk", "0.001"]) == 0
+    assert "cannot be guaranteed" in capsys.readouterr().out
+    assert json.loads((tmp_path / "calibration.json").read_text())["decision_thresholds"]["accept"] > 1
