@@ -270,6 +270,7 @@ class ServiceState:
     async def load(self) -> None:
         try:
             model, tokenizer = await asyncio.to_thread(self.loader, self.settings)
+            effective_thresholds(self.settings, model)  # flags + stored thresholds must agree (review <= accept)
             info = await asyncio.to_thread(build_model_info, self.settings, model)
             sketch, reason = await asyncio.to_thread(load_drift_reference, model)
             shadow = None

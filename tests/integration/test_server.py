@@ -190,7 +190,7 @@ def test_predict_options(client, served_model):
     for thresholds in ({"accept": 1.0, "review": 1.0}, {"accept": 0.0, "review": 0.0}, {"review": 0.55}):
         record = client.post("/predict", json={"text": text, "thresholds": thresholds}).json()
         merged = {"accept": 0.9, "review": 0.6, **thresholds}
-        assert record["decision"] == decide(record["score"], merged, len(record["prediction_set"]))
+        assert record["decision"] == decide(record["score"], merged)  # the set is returned, not required
     assert client.post("/predict", json={"text": text, "thresholds": {"accept": 1.0, "review": 1.0}}).json()[
         "decision"] == "escalate"
 
@@ -602,7 +602,7 @@ def test_bad_settings_fail_at_start(tmp_path, served_model):
     assert main(["serve", "--model", served_model["path"], "--api-key-file", str(short)]) == 2
     assert main(["serve", "--model", str(tmp_path / "missing")]) == 2
     assert main(["serve", "--model", served_model["path"], "--rate-limit", "often"]) == 2
-    assert main(["serve", "--model", served_model["path"], "--review-threshold", "0.95"]) == 2
+    assert main(["serve", "--model", served_model["path"], "--accept-threshold", "0.9", "--review-threshold", "0.95"]) == 2
     env = {"BAYESIAN_HF_MAX_BATCH": "lots"}
     with pytest.raises(ValueError, match="BAYESIAN_HF_MAX_BATCH"):
         ServeSettings.from_sources({"model": "m"}, env)

@@ -296,6 +296,12 @@ def test_select_calibrator_flexibility_order_and_margin() -> None:
             C.select_calibrator(z, y, margin_se=bad)
 
 
+def _stub_outputs(z):
+    """What `collect_outputs` returns, for a stubbed model: logits and zero uncertainties."""
+    zeros = np.zeros(len(z))
+    return {"logits": z, "epistemic": zeros, "aleatoric": zeros, "order_dispersion": zeros}
+
+
 class _StubModel:
     """Just enough of a model for `fit_model_calibration` once `collect_outputs` is stubbed."""
 
@@ -309,7 +315,7 @@ class _StubModel:
 def _fit_model_calibration_on(monkeypatch, z, y, force: str | None = None):
     from bayesian_hf import evaluation as E
 
-    monkeypatch.setattr(E, "collect_outputs", lambda model, tok, texts, **kw: {"logits": z})
+    monkeypatch.setattr(E, "collect_outputs", lambda model, tok, texts, **kw: _stub_outputs(z))
     if force is not None:  # simulate a cross-fitted choice of `force` (the issue: histogram picked at n = 150)
         def forced(logits, labels, **kw):
             _, report = C.select_calibrator(logits, labels, **kw)
