@@ -228,7 +228,7 @@ def test_single_class_splits_are_errors():
 def test_unlabelled_eval_split_is_dropped_but_partial_is_error(caplog):
     train = Dataset.from_dict({"text": [f"t{i}." for i in range(20)], "label": [0, 1] * 10})
     test = Dataset.from_dict({"text": ["a.", "b."], "label": [-1, -1]})
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="bayesian_hf"):
         dsd, _ = load_text_classification_data(dataset=DatasetDict(train=train, test=test))
     assert "test" not in dsd and "no labels" in caplog.text
     partial = Dataset.from_dict({"text": ["a.", "b.", "c."], "label": [0, 1, -1]})
@@ -260,7 +260,7 @@ def test_empty_texts_error_or_drop(tmp_path, cache, caplog):
     path = _write(df, tmp_path / "train.jsonl", "jsonl")
     with pytest.raises(ValueError, match=r"'train' has 2 empty.*row 3"):
         load_text_classification_data(train_file=path, cache_dir=cache)
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="bayesian_hf"):
         dsd, _ = load_text_classification_data(
             train_file=path, cache_dir=cache, drop_empty=True, validation_split=0
         )
