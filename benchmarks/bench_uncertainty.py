@@ -191,15 +191,14 @@ def softmax_stats(logits: np.ndarray) -> dict:
     return sample_stats(logits[None])
 
 
-def accept_stats(probs: np.ndarray, labels: np.ndarray, conformal: ConformalPredictor | None) -> tuple[float, float]:
+def accept_stats(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     decisions = np.array([decide(float(p.max()), DEFAULT_THRESHOLDS) for p in probs])  # the pipeline's rule
     accepted = decisions == "accept"
     error = float((probs[accepted].argmax(-1) != labels[accepted]).mean()) if accepted.any() else float("nan")
     return float(accepted.mean()), error
 
 
-def score(method: str, test: dict, ood: dict, data: dict, error_score: str, ood_score: str, cost: float,
-          conformal: ConformalPredictor | None = None) -> dict:
+def score(method: str, test: dict, ood: dict, data: dict, error_score: str, ood_score: str, cost: float) -> dict:
     y = data["test"]["label"]
     metrics = classification_metrics(test["probs"], y, uncertainty=test[error_score])
     row = {k: metrics[k] for k in ("accuracy", "nll", "brier", "ece", "aurc")}
@@ -208,7 +207,7 @@ def score(method: str, test: dict, ood: dict, data: dict, error_score: str, ood_
     disagreement = data["test"]["disagreement"]
     ok = np.isfinite(disagreement)
     row["spearman_disagreement"] = float(spearmanr(test[error_score][ok], disagreement[ok]).statistic) if ok.sum() > 10 else float("nan")
-    row["accept_share"], row["accept_error"] = accept_stats(test["probs"], y, conformal)
+    row["accept_share"], row["accept_error"] = accept_stats(test["probs"], y)
     row["cost"] = cost
     row["error_score"], row["ood_score"] = error_score, ood_score
     return row
@@ -284,15 +283,14 @@ def run_seed(name: str, data: dict, args: argparse.Namespace, seed: int, tokeniz
     p0 = members[0]
     test0, ood0 = softmax_stats(p0["test"]), softmax_stats(p0["ood"])
     test0["maxprob"], ood0["maxprob"] = 1 - test0["probs"].max(-1), 1 - ood0["probs"].max(-1)
-    _, conformal0, _ = calibrate_arrays(p0["cal"], y_cal, seed, "temperature")
     rows["plain"] = score("plain", test0, ood0, data, "maxprob", "total", 1.0)
-    temp, conformal_t, _ = calibrate_arrays(p0["cal"], y_cal, seed, "temperature")
+    temp, _, _ = calibrate_arrays(p0["cal"], y_cal, seed, "temperature")
     tt = {"probs": temp.transform(p0["test"]), }
     tt["maxprob"] = 1 - tt["probs"].max(-1)
     tt["total"] = entropy(tt["probs"])
     to = {"probs": temp.transform(p0["ood"])}
     to["total"] = entropy(to["probs"])
-    rows["plain+temp"] = score("plain+temp", tt, to, data, "maxprob", "total", 1.0, conformal_t)
+    rows["plain+temp"] = score("plain+temp", tt, to, data, "maxprob", "total", 1.0)
     info["temperature"] = float(temp.temperature) if hasattr(temp, "temperature") else None
     curves["plain+temp"] = risk_coverage_curve(tt["probs"].max(-1), tt["probs"].argmax(-1) == data["test"]["label"])
     held = temp.heldout_index
@@ -327,12 +325,12 @@ def run_seed(name: str, data: dict, args: argparse.Namespace, seed: int, tokeniz
     train_times["bayes"] = train(bayes, tokenizer, data["train"], args, seed, max_length, True, device)
     info["bayes_posterior"] = _fit(bayes, tokenizer, data, max_length, bs)
     rows["bayes"], outs = _bayes_rows(bayes, tokenizer, data, max_length, bs, plain_time)
-    calibrator, conformal_b, chosen = calibrate_arrays(outs["cal"]["logits"], y_cal, seed)
+    calibrator, _, chosen = calibrate_arrays(outs["cal"]["logits"], y_cal, seed)
     info["bayes_calibrator"] = chosen
     bt = dict(outs["test"])
     bt["probs"] = calibrator.transform(outs["test"]["logits"])
     bo = dict(outs["ood"])
-    rows["bayes+cal"] = score("bayes+cal", bt, bo, data, "total", "epistemic", rows["bayes"]["cost"], conformal_b)
+    rows["bayes+cal"] = score("bayes+cal", bt, bo, data, "total", "epistemic", rows["bayes"]["cost"])
     curves["bayes+cal"] = risk_coverage_curve(-bt["total"], bt["probs"].argmax(-1) == data["test"]["label"])
     held = calibrator.heldout_index
     info["risk_control"]["bayes+cal"] = risk_control_rows(
@@ -384,9 +382,8 @@ def _bayes_rows(model, tokenizer, data, max_length, bs, plain_time) -> tuple[dic
     cal = collect_outputs(model, tokenizer, data["calibration"]["text"], batch_size=bs, max_length=max_length, progress=False, fields=fields)
     test = {k: v.astype(np.float64) for k, v in test.items()}
     ood = {k: v.astype(np.float64) for k, v in ood.items()}
-    _, conformal, _ = calibrate_arrays(cal["logits"].astype(np.float64), data["calibration"]["label"], 0, "temperature")
     has_mi = float(np.abs(test["epistemic"]).max()) > 0
-    row = score("", test, ood, data, "total", "epistemic" if has_mi else "total", elapsed / plain_time, None)
+    row = score("", test, ood, data, "total", "epistemic" if has_mi else "total", elapsed / plain_time)
     row["order_dispersion_auroc_error"] = classification_metrics(
         test["probs"], data["test"]["label"], uncertainty=test["order_dispersion"])["auroc_error"]
     return row, {"test": test, "ood": ood, "cal": {k: v.astype(np.float64) for k, v in cal.items()}}
