@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from typing import Any, Iterator, Sequence
 
 from .backends import EXPORT_MANIFEST, is_onnx_export
@@ -226,7 +227,9 @@ def export_onnx(
             example = _trace_inputs(model)
             wrapper = _ExportWrapper.build(model)
             started = time.perf_counter()
-            with torch.no_grad(), _constant_posterior_draws(config):
+            with torch.no_grad(), _constant_posterior_draws(config), warnings.catch_warnings():
+                # the tracer notes every Python-level check it freezes (shape/validity checks of the inputs)
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 torch.onnx.export(
                     wrapper, tuple(example[name] for name in INPUT_NAMES), onnx_path,
                     input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), dynamic_axes=DYNAMIC_AXES,
