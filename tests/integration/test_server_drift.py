@@ -105,7 +105,7 @@ def _send(client: httpx.Client, texts: list[str]) -> None:
 
 
 def _metrics(url: str) -> str:
-    resp = httpx.get(url + "/metrics", timeout=30)
+    resp = httpx.get(url + "/metrics", headers={"X-API-Key": KEY}, timeout=30)  # keyed servers need it
     assert resp.status_code == 200
     return resp.text
 
