@@ -16,7 +16,9 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 # torch first and on its own layer (the slowest download; it changes least often): the CPU build from the PyTorch
 # index, pinned like constraints.txt. Without the CPU index pip would pull the multi-GB CUDA build.
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+# TORCH_INDEX_URL may point at a mirror of that index (it must serve the same CPU wheels).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
 COPY bayesian_hf ./bayesian_hf

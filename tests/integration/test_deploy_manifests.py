@@ -172,7 +172,9 @@ def test_dockerfile_contract():
     pin = (ROOT / "constraints.txt").read_text().split("torch==", 1)[1].split()[0]
     torch_runs = [r for k, r in all_stages[0] if k == "RUN" and "torch==" in r]
     assert torch_runs and f"torch=={pin}" in torch_runs[0]
-    assert "--index-url https://download.pytorch.org/whl/cpu" in torch_runs[0]
+    builder_args = dict(r.split("=", 1) for k, r in all_stages[0] if k == "ARG" and "=" in r)
+    assert builder_args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    assert '--index-url "${TORCH_INDEX_URL}"' in torch_runs[0]
     assert all("torch==" not in r for k, r in final if k == "RUN"), "nothing is installed in the runtime stage"
     # non-root, port, health check, entrypoint
     assert dockerfile_user_uid() != 0
