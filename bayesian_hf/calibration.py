@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import tempfile
@@ -75,6 +76,8 @@ __all__ = [
     "select_calibrator",
     "calibration_summary",
     "label_mapping_hash",
+    "labels_hash",
+    "MAX_CALIBRATION_BYTES",
     "save_calibration",
     "load_calibration",
     "LoadedCalibration",
@@ -92,6 +95,7 @@ _FORMAT_NAME = "bayesian_hf.calibration"
 #: probabilities of exactly 0/1 give finite features.
 _PROB_EPS = 1e-12
 
+logger = logging.getLogger(__name__)
 ArrayLike = Any
 C = TypeVar("C", bound="Calibrator")
 
@@ -736,6 +740,8 @@ class ConformalPredictor:
             raise _err(what, f"field 'alpha' must be in (0, 1), got {alpha!r}")
         obj = cls(alpha=alpha, score=score)
         obj.qhat = _float_field(d, "qhat", what)
+        if not 0.0 <= obj.qhat <= 1.0 + _QHAT_SLACK:
+            raise _err(what, f"field 'qhat' must be in [0, 1] (a non-conformity score of probabilities), got {obj.qhat!r}")
         obj.num_classes = _int_field(d, "num_classes", what, 2)
         obj.n_calibration = _int_field(d, "n_calibration", what, 1)
         return obj
@@ -952,6 +958,42 @@ def label_mapping_hash(label2id: Mapping[str, int]) -> str:
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()
 
 
+def labels_hash(label2id: Mapping[str, int], id2label: Mapping[Any, str]) -> str:
+    """sha256 hex digest of BOTH label maps (canonical JSON); ``ValueError`` unless ``id2label`` is exactly the
+    inverse of ``label2id`` (a config whose two maps disagree silently swaps labels)."""
+    labels = _check_label2id(label2id)
+    names = _check_id2label(id2label)
+    if {name: i for i, name in names.items()} != labels:
+        raise ValueError(f"id2label {names} is not the inverse of label2id {labels}: the labels would be swapped; "
+                         "fix config.json so both maps agree")
+    canon = json.dumps({"label2id": labels, "id2label": {str(i): n for i, n in sorted(names.items())}},
+                       sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+def _check_id2label(id2label: Mapping[Any, Any]) -> dict[int, str]:
+    if not isinstance(id2label, Mapping) or not id2label:
+        raise ValueError("id2label must be a non-empty mapping {class id: label name}")
+    out: dict[int, str] = {}
+    for k, v in id2label.items():
+        try:
+            i = int(k)
+        except (TypeError, ValueError):
+            raise ValueError(f"id2label keys must be class ids, got {k!r}") from None
+        if isinstance(k, bool) or not isinstance(v, str) or i in out:
+            raise ValueError(f"id2label must map distinct class ids to label names (str), got {k!r}: {v!r}")
+        out[i] = v
+    return out
+
+
+#: ``calibration.json`` larger than this is refused before it is read (a real one is tens of KiB: the biggest
+#: part, the drift reference sketch, is bounded by design)
+MAX_CALIBRATION_BYTES = 4 * 1024 * 1024
+#: ``qhat`` is a non-conformity score: ``1 - p`` (LAC) or a cumulative probability (APS), so in [0, 1] (plus the
+#: rounding of a float cumulative sum)
+_QHAT_SLACK = 1e-6
+
+
 def _library_version() -> str:
     try:
         import bayesian_hf  # absent when this file was loaded as remote code
@@ -983,6 +1025,8 @@ def save_calibration(
     num_samples: int,
     conformal: ConformalPredictor | None = None,
     extra: Mapping[str, Any] | None = None,
+    id2label: Mapping[Any, str] | None = None,
+    weights_sha256: str | None = None,
 ) -> str:
     """Write the calibration artifact as JSON, atomically (temp file in the same folder + ``os.replace``).
 
@@ -990,7 +1034,9 @@ def save_calibration(
     ``format``, ``format_version``, ``method``, ``parameters`` (``calibrator.to_dict()``),
     ``fit_metrics``, ``num_samples``, ``library_version``, ``label_hash``, ``label2id``,
     ``conformal`` (``to_dict()`` or null), plus the JSON-serialisable ``extra`` fields (e.g. the
-    selection report).  Returns the path written.
+    selection report).  With ``id2label`` the artifact also stores ``id2label`` and ``labels_hash`` (both maps,
+    which must agree); with ``weights_sha256`` (see ``folder_integrity.weights_fingerprint``) it is bound to
+    those weights and ``from_pretrained`` refuses it next to other weights.  Returns the path written.
     """
     if not isinstance(calibrator, Calibrator):
         raise TypeError(f"calibrator must be a Calibrator, got {type(calibrator).__name__}")
@@ -1018,6 +1064,13 @@ def save_calibration(
         "label2id": labels,
         "conformal": conformal.to_dict() if conformal is not None else None,
     }
+    if id2label is not None:
+        doc["labels_hash"] = labels_hash(labels, id2label)
+        doc["id2label"] = {str(i): n for i, n in sorted(_check_id2label(id2label).items())}
+    if weights_sha256 is not None:
+        if not isinstance(weights_sha256, str) or len(weights_sha256) != 64:
+            raise ValueError("weights_sha256 must be a sha256 hex digest")
+        doc["weights_sha256"] = weights_sha256
     for key, value in dict(extra or {}).items():
         if key in doc:
             raise ValueError(f"extra field {key!r} would overwrite a calibration artifact field")
@@ -1058,15 +1111,64 @@ def load_calibration(
     *,
     label2id: Mapping[str, int] | None = None,
     ignore_mismatch: bool = False,
+    id2label: Mapping[Any, str] | None = None,
+    weights_sha256: str | None = None,
 ) -> LoadedCalibration:
     """Read an artifact written by :func:`save_calibration` (file path or folder).
 
-    Raises ``FileNotFoundError`` if absent and ``ValueError`` with a clear message if the JSON is
-    corrupt or truncated, a field is missing or ill-typed, or ``label2id`` is given and its hash
-    differs from the stored ``label_hash`` (with ``ignore_mismatch=True`` this only warns).
-    ``metadata`` holds every top-level field except ``parameters`` and ``conformal``.
+    Raises ``FileNotFoundError`` if absent and ``ValueError`` naming the file for everything else: a file over
+    :data:`MAX_CALIBRATION_BYTES`, JSON that is corrupt, truncated, not UTF-8 or nested too deep, a field that is
+    missing, ill-typed or out of range (``qhat`` outside [0, 1], ``decision_thresholds`` outside [0, 1], ...), or
+    a binding that does not hold: ``label2id`` (and ``id2label``) given and their hash differs from the stored
+    one, ``weights_sha256`` given and the artifact is bound to other weights (with ``ignore_mismatch=True`` these
+    two only warn). An artifact without ``weights_sha256`` (written before the binding existed) loads with a
+    warning. ``metadata`` holds every top-level field except ``parameters`` and ``conformal``.
     """
     p = _resolve(path)
+    size = os.path.getsize(p)
+    if size > MAX_CALIBRATION_BYTES:
+        raise ValueError(f"calibration artifact {p} is {size} bytes, over the {MAX_CALIBRATION_BYTES}-byte limit "
+                         "(a real one is tens of KiB): refusing to read it")
+    try:
+        return _load_calibration_document(p, label2id, ignore_mismatch, id2label, weights_sha256)
+    except ValueError as err:
+        if p in str(err):
+            raise
+        raise ValueError(f"calibration artifact {p}: {err}") from err
+    except (RecursionError, UnicodeDecodeError, TypeError, KeyError, AttributeError, IndexError, OverflowError,
+            MemoryError) as err:
+        raise ValueError(f"calibration artifact {p} is corrupt ({type(err).__name__}: {err}); "
+                         "re-run `bayesian-hf calibrate`") from err
+
+
+def _check_metadata_ranges(doc: Mapping[str, Any], p: str) -> None:
+    stored = doc.get("decision_thresholds")
+    if stored is not None:
+        if not isinstance(stored, Mapping):
+            raise ValueError(f"calibration artifact {p}: 'decision_thresholds' must be an object")
+        for key in ("accept", "review"):
+            v = stored.get(key)
+            if v is None and key not in stored:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0 + _QHAT_SLACK:
+                raise ValueError(f"calibration artifact {p}: decision_thresholds[{key!r}] must be in [0, 1], got {v!r}")
+        if isinstance(stored.get("accept"), (int, float)) and isinstance(stored.get("review"), (int, float)) \
+                and stored["review"] > stored["accept"]:
+            raise ValueError(f"calibration artifact {p}: decision_thresholds 'review' exceeds 'accept'")
+    for key in ("risk_coverage",):
+        if doc.get(key) is not None and not isinstance(doc[key], list):
+            raise ValueError(f"calibration artifact {p}: {key!r} must be a list")
+    if doc.get("drift_reference") is not None and not isinstance(doc["drift_reference"], Mapping):
+        raise ValueError(f"calibration artifact {p}: 'drift_reference' must be an object")
+
+
+def _load_calibration_document(
+    p: str,
+    label2id: Mapping[str, int] | None,
+    ignore_mismatch: bool,
+    id2label: Mapping[Any, str] | None,
+    weights_sha256: str | None,
+) -> LoadedCalibration:
     with open(p, encoding="utf-8") as f:
         text = f.read()
     try:
@@ -1086,6 +1188,9 @@ def load_calibration(
         raise ValueError(
             f"calibration artifact {p} has format_version {fv!r}; this library reads versions 1..{FORMAT_VERSION}"
         )
+    if not isinstance(doc["method"], str) or doc["method"] not in _REGISTRY:
+        raise ValueError(f"calibration artifact {p}: unknown calibration method {doc['method']!r}; known methods: "
+                         f"{sorted(_REGISTRY)}")
     if not isinstance(doc["parameters"], dict) or doc["parameters"].get("method") != doc["method"]:
         raise ValueError(f"calibration artifact {p}: 'parameters' must be an object whose method is {doc['method']!r}")
     if not isinstance(doc["fit_metrics"], dict):
@@ -1098,20 +1203,46 @@ def load_calibration(
         raise ValueError(f"calibration artifact {p}: 'label_hash' must be a sha256 hex string")
     if doc.get("label2id") is not None and label_mapping_hash(doc["label2id"]) != stored_hash:
         raise ValueError(f"calibration artifact {p}: stored label2id does not match its label_hash (corrupt file)")
+    stored_both = doc.get("labels_hash")
+    if stored_both is not None:
+        if not isinstance(stored_both, str) or doc.get("label2id") is None or doc.get("id2label") is None \
+                or labels_hash(doc["label2id"], doc["id2label"]) != stored_both:
+            raise ValueError(f"calibration artifact {p}: stored id2label/label2id do not match its labels_hash "
+                             "(corrupt file)")
+    stored_weights = doc.get("weights_sha256")
+    if stored_weights is not None and (not isinstance(stored_weights, str) or len(stored_weights) != 64):
+        raise ValueError(f"calibration artifact {p}: 'weights_sha256' must be a sha256 hex string")
+    _check_metadata_ranges(doc, p)
     calibrator = calibrator_from_dict(doc["parameters"])
     conformal = ConformalPredictor.from_dict(doc["conformal"]) if doc.get("conformal") is not None else None
     if conformal is not None and conformal.num_classes != calibrator.num_classes:
         raise ValueError(f"calibration artifact {p}: conformal and calibrator disagree on the number of classes")
+    if conformal is not None and not 0.0 <= float(conformal.qhat) <= 1.0 + _QHAT_SLACK:
+        raise ValueError(f"calibration artifact {p}: conformal 'qhat' must be in [0, 1] (a non-conformity score of "
+                         f"probabilities), got {conformal.qhat!r}")
+    mismatches = []
     if label2id is not None:
         expected = label_mapping_hash(label2id)
         if expected != stored_hash:
-            msg = (
+            mismatches.append(
                 f"calibration artifact {p} was fit with a different label mapping (label_hash "
                 f"{stored_hash[:12]}..., model's label2id hashes to {expected[:12]}...); stored label2id: "
                 f"{doc.get('label2id')}"
             )
-            if not ignore_mismatch:
-                raise ValueError(msg + "; pass ignore_mismatch=True to load anyway")
-            warnings.warn(msg, UserWarning, stacklevel=2)
+        elif id2label is not None and stored_both is not None and labels_hash(label2id, id2label) != stored_both:
+            mismatches.append(f"calibration artifact {p} was fit with a different id2label (stored: "
+                              f"{doc.get('id2label')}, model: {dict(id2label)})")
+    if weights_sha256 is not None:
+        if stored_weights is None:
+            logger.warning("calibration artifact %s is not bound to weights (written by an older version): it cannot "
+                           "be checked against them; re-run `bayesian-hf calibrate` to bind it", p)
+        elif stored_weights != weights_sha256:
+            mismatches.append(
+                f"calibration artifact {p} was fit on other weights (weights_sha256 {stored_weights[:12]}..., the "
+                f"model's weights hash to {weights_sha256[:12]}...): re-run `bayesian-hf calibrate` on this model")
+    for msg in mismatches:
+        if not ignore_mismatch:
+            raise ValueError(msg + "; pass ignore_mismatch=True (ignore_calibration_mismatch) to load anyway")
+        warnings.warn(msg, UserWarning, stacklevel=3)
     metadata = {k: v for k, v in doc.items() if k not in ("parameters", "conformal")}
     return LoadedCalibration(calibrator=calibrator, conformal=conformal, metadata=metadata)

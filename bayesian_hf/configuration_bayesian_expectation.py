@@ -1,7 +1,8 @@
 """Configuration of Bayesian-expectation BERT models.
 
-Self-contained on purpose: this file is copied next to the weights by ``save_pretrained`` so a model
-loads with ``trust_remote_code=True`` in a process that never imported ``bayesian_hf``.
+Self-contained on purpose: this file (and ``folder_integrity.py``, its one relative import) is copied next to
+the weights by ``save_pretrained`` so a model loads with ``trust_remote_code=True`` in a process that never
+imported ``bayesian_hf``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from transformers import PreTrainedConfig
+
+from .folder_integrity import portable_name
 
 UNIT_SEGMENTATIONS = ("sentence", "sep", "none")
 COLLAPSE_POINTS = ("context", "attention", "output")
@@ -188,6 +191,38 @@ class BayesianExpectationConfig(PreTrainedConfig):
             raise ValueError(f"mdl_beta must be >= 0, got {self.mdl_beta!r}")
         if self.mdl_anneal_steps < 0:
             raise ValueError(f"mdl_anneal_steps must be >= 0, got {self.mdl_anneal_steps!r}")
+        self.validate_labels()
+
+    def to_dict(self) -> dict[str, Any]:
+        """`PreTrainedConfig.to_dict` with local paths in ``base_model_name_or_path`` / ``_name_or_path`` reduced to
+        a publishable name (`folder_integrity.portable_name`): config.json never carries absolute local paths."""
+        output = super().to_dict()
+        for key in ("base_model_name_or_path", "_name_or_path"):
+            if isinstance(output.get(key), str):
+                output[key] = portable_name(output[key])
+        return output
+
+    def validate_labels(self) -> None:
+        """Raise `ValueError` unless `id2label` and `label2id` are inverse maps over the class ids 0..C-1 (two
+        maps that disagree silently swap the labels every prediction is reported under)."""
+        id2label, label2id = getattr(self, "id2label", None), getattr(self, "label2id", None)
+        if not id2label or not label2id:
+            return
+        try:
+            ids = {int(k): v for k, v in id2label.items()}
+            names = {str(k): v for k, v in label2id.items()}
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError("id2label must map class ids to names and label2id names to class ids") from None
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in names.values()):
+            raise ValueError(f"label2id must map label names to integer class ids, got {label2id}")
+        if any(not isinstance(v, str) for v in ids.values()):
+            raise ValueError(f"id2label must map class ids to label names (strings), got {id2label}")
+        if sorted(ids) != list(range(len(ids))):
+            raise ValueError(f"id2label must cover the class ids 0..{len(ids) - 1} exactly, got {sorted(ids)}")
+        if {name: i for i, name in ids.items()} != names or len(set(ids.values())) != len(ids):
+            raise ValueError(
+                f"id2label {ids} and label2id {names} disagree (each must be the inverse of the other): the labels "
+                "would be silently swapped; fix config.json so both maps name the same class ids")
 
 
 __all__ = ["BayesianExpectationConfig"]

@@ -3,9 +3,10 @@ of a complete model folder to the Hub in one commit."""
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from .metrics import plot_reliability_diagram
 from .modeling_bayesian_expectation import RELIABILITY_PNG as RELIABILITY_DIAGRAM
 from .modeling_bayesian_expectation import RISK_COVERAGE_PNG
+from .folder_integrity import is_transient_name, portable_name
 from .resources import packaged_file
 
 TEMPLATE = "model_card_template.md"  # in model_cards/, see resources.packaged_file
@@ -22,6 +24,9 @@ REQUIRED_FILES = ("config.json", "model.safetensors", "modeling_bayesian_expecta
 UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".joblib", ".ckpt")
 # training leftovers in an output folder that are never pushed (Trainer checkpoints hold torch pickles)
 IGNORED_FOLDERS = ("checkpoint-*", "runs", ".cache")
+# never pushed either: hidden entries (staging/aside folders of a save killed half-way, temp files) and the
+# calibrators an earlier save or a posterior refit replaced
+IGNORED_NAMES = (".*", "*.tmp", "*.bak", "*.stale")
 CARD_METRICS = ("accuracy", "f1", "nll", "brier", "ece", "adaptive_ece", "mce", "auroc_error", "aurc")
 
 
@@ -42,8 +47,8 @@ def write_model_card(
     save_directory = Path(save_directory)
     config = model.config
     calibration = getattr(model, "calibration", None)
-    plot_reliability_diagram(eval_probs, eval_labels, save_directory / RELIABILITY_DIAGRAM,
-                             title=f"Reliability on {dataset_name} ({eval_split})")
+    with _atomic_file(save_directory / RELIABILITY_DIAGRAM) as tmp:
+        plot_reliability_diagram(eval_probs, eval_labels, tmp, title=f"Reliability on {dataset_name} ({eval_split})")
     metrics = {k: float(eval_metrics[k]) for k in CARD_METRICS if k in eval_metrics and np.isfinite(eval_metrics[k])}
     name = repo_id or save_directory.name
     results = [
@@ -51,7 +56,7 @@ def write_model_card(
                    dataset_split=eval_split, metric_type=key, metric_value=value, metric_name=key)
         for key, value in metrics.items()
     ]
-    base_model = getattr(config, "base_model_name_or_path", None)
+    base_model = portable_name(getattr(config, "base_model_name_or_path", None))  # never an absolute local path
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="text-classification",
@@ -77,9 +82,9 @@ def write_model_card(
 
         risk_rows = list(calibration.metadata["risk_coverage"])
         thresholds = calibration.metadata.get("decision_thresholds")
-        plot_risk_coverage(risk_rows, save_directory / RISK_COVERAGE_PNG,
-                           target_risk=(thresholds or {}).get("target_risk"),
-                           title="Risk-coverage (held-out calibration half)")
+        with _atomic_file(save_directory / RISK_COVERAGE_PNG) as tmp:
+            plot_risk_coverage(risk_rows, tmp, target_risk=(thresholds or {}).get("target_risk"),
+                               title="Risk-coverage (held-out calibration half)")
         risk_png = RISK_COVERAGE_PNG
     card = ModelCard.from_template(
         card_data,
@@ -104,8 +109,24 @@ def write_model_card(
         risk_coverage_png=risk_png,
         max_length=min(config.max_position_embeddings, 512),
     )
-    card.save(str(save_directory / "README.md"))
+    with _atomic_file(save_directory / "README.md") as tmp:
+        card.save(tmp)
     return card
+
+
+@contextlib.contextmanager
+def _atomic_file(path: Path) -> Iterator[str]:
+    """A temporary path next to ``path`` (hidden, ``.tmp``: never pushed) that replaces ``path`` in one
+    ``os.replace`` when the block ends; removed on failure. A process killed mid-write leaves the old file."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        yield str(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def check_model_folder(folder: str | os.PathLike) -> list[str]:
@@ -117,6 +138,8 @@ def check_model_folder(folder: str | os.PathLike) -> list[str]:
         str(p.relative_to(folder))
         for p in folder.rglob("*")
         if p.is_file() and not any(fnmatch.fnmatch(p.relative_to(folder).parts[0], pat) for pat in IGNORED_FOLDERS)
+        and not any(fnmatch.fnmatch(part, pat) or is_transient_name(part)
+                    for part in p.relative_to(folder).parts for pat in IGNORED_NAMES)
     )
     missing = [f for f in REQUIRED_FILES if f not in names]
     if missing:
@@ -137,9 +160,9 @@ def push_model_folder(
 ) -> str:
     """Push weights, config, tokenizer, calibrator, model card, reliability diagram and modeling code in ONE
     commit; returns the commit URL."""
-    check_model_folder(folder)
+    names = check_model_folder(folder)
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message,
-                             ignore_patterns=[f"{pattern}/*" for pattern in IGNORED_FOLDERS])
+                             allow_patterns=names)
     return str(getattr(info, "commit_url", info))

@@ -31,6 +31,14 @@ logger = logging.get_logger(__name__)
 
 from .calibration import CALIBRATION_FILENAME, LoadedCalibration, load_calibration, save_calibration
 from .configuration_bayesian_expectation import BayesianExpectationConfig
+from .folder_integrity import (
+    atomic_model_folder,
+    check_weights_finite,
+    recover_interrupted_save,
+    short_message,
+    weight_files,
+    weights_fingerprint,
+)
 from .losses import annealed_beta, gaussian_mdl_loss, mdl_loss
 from .orderings import (
     example_seeds,
@@ -638,25 +646,60 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         """`PreTrainedModel.save_pretrained` plus `calibration.json` when a calibrator is attached (JSON, never
-        pickle). `push_to_hub` saves through this method, so the calibrator is pushed in the same commit."""
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if self.calibration is not None and kwargs.get("is_main_process", True):
-            self.save_calibration_file(save_directory)
+        pickle). `push_to_hub` saves through this method, so the calibrator is pushed in the same commit.
+
+        The whole folder is written atomically (`folder_integrity.atomic_model_folder`): into a sibling staging
+        folder first, then swapped in, so a process killed at any moment leaves the old folder or the new one.
+        Files of the old folder that describe other weights (`calibration.json`, card, diagrams) are dropped;
+        the rest (tokenizer, checkpoints, ...) is kept. `calibration.json` is bound to the sha256 of the weights."""
+        if not kwargs.get("is_main_process", True) or kwargs.get("push_to_hub", False):
+            super().save_pretrained(save_directory, *args, **kwargs)
+            return
+        with atomic_model_folder(save_directory) as staging:
+            super().save_pretrained(staging, *args, **kwargs)
+            if self.calibration is not None:
+                self.save_calibration_file(staging)
 
     def save_calibration_file(self, save_directory: str | os.PathLike) -> str:
-        """Write the attached calibrator as `calibration.json` (atomically) in `save_directory`."""
+        """Write the attached calibrator as `calibration.json` (atomically) in `save_directory`, bound to the sha256
+        of the weights saved there (which must be this model's: `save_pretrained` first)."""
         if self.calibration is None:
             raise ValueError("no calibrator attached; use set_calibration or bayesian_hf.evaluation.fit_model_calibration")
+        self._check_saved_weights_are_mine(save_directory)
         meta = self.calibration.metadata
         return save_calibration(
             os.path.join(save_directory, CALIBRATION_FILENAME),
             self.calibration.calibrator,
             label2id=dict(self.config.label2id),
+            id2label={int(k): str(v) for k, v in self.config.id2label.items()},
             fit_metrics=dict(meta.get("fit_metrics", {})),
             num_samples=int(meta.get("num_samples", 0)),
             conformal=self.calibration.conformal,
             extra={k: v for k, v in meta.items() if k in CALIBRATION_METADATA_KEYS},
+            weights_sha256=weights_fingerprint(save_directory),
         )
+
+    def _check_saved_weights_are_mine(self, folder: str | os.PathLike) -> None:
+        """Raise `ValueError` unless ``folder`` holds safetensors weights whose classifier (and posterior) equal
+        this model's: a calibrator bound to other weights would be silently wrong."""
+        from safetensors import safe_open
+
+        files = weight_files(folder)
+        if not files:
+            raise ValueError(f"{folder} holds no model.safetensors: save the model with save_pretrained before its "
+                             "calibrator")
+        own = {k: v for k, v in self.state_dict().items() if k.startswith(("classifier.", "posterior."))}
+        seen = set()
+        for path in files:
+            with safe_open(str(path), framework="pt") as f:
+                for name in set(f.keys()) & set(own):
+                    seen.add(name)
+                    stored = f.get_tensor(name).to(device=own[name].device, dtype=own[name].dtype)
+                    if stored.shape != own[name].shape or not torch.equal(stored, own[name]):
+                        raise ValueError(f"the weights in {folder} are not this model's ({name} differs): call "
+                                         "save_pretrained(folder) before saving the calibrator")
+        if not seen:
+            raise ValueError(f"the weights in {folder} have no classifier: they are not this model's")
 
     def push_to_hub(
         self,
@@ -716,10 +759,24 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
     ):
         """`PreTrainedModel.from_pretrained` that also loads `calibration.json` (local folder or Hub).
 
-        A missing calibrator gives uncalibrated outputs with a warning; a corrupt one, or one fit for other
-        labels, raises `ValueError` unless `ignore_calibration_mismatch=True`.
+        A missing calibrator gives uncalibrated outputs with a warning; a corrupt one, one fit for other labels or
+        one bound to other weights (``weights_sha256``) raises `ValueError` unless
+        `ignore_calibration_mismatch=True` (then it is attached with a warning, or dropped when unreadable).
+        NaN/Inf weights and an inconsistent config (e.g. ``id2label`` disagreeing with ``label2id``) raise
+        `ValueError`. A local folder that a killed save left half-swapped is repaired first
+        (`folder_integrity.recover_interrupted_save`).
         """
-        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        if os.path.isdir(os.path.dirname(os.path.abspath(os.fspath(pretrained_model_name_or_path)))):
+            recover_interrupted_save(pretrained_model_name_or_path)
+        from safetensors import SafetensorError
+
+        try:
+            model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except (SafetensorError, KeyError, RecursionError, UnicodeDecodeError, TypeError, AttributeError,
+                IndexError) as err:
+            raise ValueError(f"cannot load the model at {pretrained_model_name_or_path}: is a file of it corrupt? "
+                             f"({type(err).__name__}: {short_message(err)})") from err
+        check_weights_finite(model, pretrained_model_name_or_path)
         if not load_calibration_file:
             return model
         hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only", "subfolder") if k in kwargs}
@@ -737,9 +794,17 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
                 CALIBRATION_FILENAME,
             )
             return model
+        weights = None
+        for name in ("model.safetensors", "model.safetensors.index.json"):
+            found = cached_file(pretrained_model_name_or_path, name, _raise_exceptions_for_missing_entries=False,
+                                _raise_exceptions_for_connection_errors=False, **hub_kwargs)
+            if found is not None:
+                weights = weights_fingerprint(os.path.dirname(found))
+                break
         try:
             calibration = load_calibration(
-                path, label2id=dict(model.config.label2id), ignore_mismatch=ignore_calibration_mismatch
+                path, label2id=dict(model.config.label2id), ignore_mismatch=ignore_calibration_mismatch,
+                id2label={int(k): str(v) for k, v in model.config.id2label.items()}, weights_sha256=weights,
             )
         except ValueError:
             if not ignore_calibration_mismatch:

@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -49,8 +50,8 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
+from .folder_integrity import portable_name, recover_interrupted_save
 from .metrics import classification_metrics, ood_auroc, softmax, to_numpy
 
 logger = logging.getLogger(__name__)
@@ -874,13 +875,37 @@ def truncation_report(tokenizer: Any, dsd: Any, max_length: int, limit: int = 20
     return report
 
 
+def last_complete_checkpoint(output_dir: str | os.PathLike[str]) -> str | None:
+    """The newest ``checkpoint-N`` of ``output_dir`` that a run finished writing (its ``trainer_state.json``, the
+    last file ``Trainer`` writes into a checkpoint, parses), or None. A checkpoint a killed run left half-written
+    is skipped with a warning, so ``--resume_from_checkpoint latest`` resumes from the one before it."""
+    if not os.path.isdir(output_dir):
+        return None
+    pattern = re.compile(r"^checkpoint-(\d+)$")
+    found = sorted(((int(m.group(1)), name) for name in os.listdir(output_dir)
+                    if (m := pattern.match(name)) and os.path.isdir(os.path.join(output_dir, name))), reverse=True)
+    for _, name in found:
+        state = Path(output_dir) / name / "trainer_state.json"
+        try:
+            json.loads(state.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+            logger.warning("skipping %s: a run was stopped while writing it (no complete trainer_state.json)", name)
+            continue
+        return str(Path(output_dir) / name)
+    return None
+
+
 def _finalize_model_dir(model_dir: Path, training_args: TrainingArguments) -> None:
     """Replace the pickled ``training_args.bin`` of the final model folder by ``training_args.json``: the folder
     that gets loaded / pushed holds safetensors and JSON only."""
     pickled = model_dir / "training_args.bin"
     if pickled.exists():
         pickled.unlink()
-    (model_dir / "training_args.json").write_text(training_args.to_json_string(), encoding="utf-8")
+    from .folder_integrity import portable_mapping
+
+    # no absolute local paths (output_dir, logging_dir, ...) in a file that gets pushed
+    values = portable_mapping(json.loads(training_args.to_json_string()))
+    (model_dir / "training_args.json").write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def run_training(
@@ -921,8 +946,10 @@ def run_training(
         callbacks=list(callbacks),
     )
     resume = training_args.resume_from_checkpoint
+    if training_args.process_index == 0 and Path(training_args.output_dir).is_dir():
+        recover_interrupted_save(training_args.output_dir)  # checkpoints a killed save had moved aside come back
     if isinstance(resume, str) and resume.lower() in ("true", "last", "latest"):
-        resume = get_last_checkpoint(training_args.output_dir)
+        resume = last_complete_checkpoint(training_args.output_dir)
         if resume is None:
             raise ValueError(f"--resume_from_checkpoint {training_args.resume_from_checkpoint}: no checkpoint in "
                              f"{training_args.output_dir}")
@@ -947,14 +974,14 @@ def run_training(
                   f"likelihood), order scale {posterior_report['order_scale']:.4g}, "
                   f"{posterior_report['num_examples']} training texts", flush=True)
     output_dir = Path(training_args.output_dir)
-    trainer.save_model(str(output_dir))
+    trainer.save_model(str(output_dir))  # atomic: the folder is the old model or the new one, never a mix
     trainer.save_state()
     if trainer.is_world_process_zero():
         _finalize_model_dir(output_dir, training_args)
 
     results, ood = evaluate_splits(trainer, dsd, data_args.eval_splits)
     summary = {
-        "model_name_or_path": model_args.model_name_or_path or embedded_model_path(),
+        "model_name_or_path": portable_name(model_args.model_name_or_path or embedded_model_path()),
         "model_type": model.config.model_type,
         "bayesian_layers": list(getattr(model.config, "bayesian_layers", [])),
         "num_train_orderings": getattr(model.config, "num_train_orderings", None),
@@ -962,7 +989,7 @@ def run_training(
         "labels": {str(k): v for k, v in label2id.items()},
         "world_size": training_args.world_size,
         "global_step": trainer.state.global_step,
-        "best_model_checkpoint": trainer.state.best_model_checkpoint,
+        "best_model_checkpoint": portable_name(trainer.state.best_model_checkpoint),
         "max_length": model_args.max_length,
         "truncated_fraction": truncated,
         "posterior": {k: v for k, v in (posterior_report or {}).items() if not isinstance(v, (dict, list))} or None,

@@ -113,15 +113,56 @@ def _load_files(files: dict[str, FileArg], cache_dir: str | None) -> DatasetDict
         if missing:
             raise FileNotFoundError(f"{split} data file(s) not found: {missing}")
         builder, kwargs = _builder_for(paths[0])
+        if builder != "parquet":
+            for p in paths:
+                _check_utf8(p)
         logger.info("loading %s split from %s (%s)", split, [str(p) for p in paths], builder)
-        out[split] = datasets.load_dataset(
-            builder,
-            data_files={split: [str(p) for p in paths]},
-            split=split,
-            cache_dir=cache_dir,
-            **kwargs,
-        )
+        try:
+            out[split] = datasets.load_dataset(
+                builder,
+                data_files={split: [str(p) for p in paths]},
+                split=split,
+                cache_dir=cache_dir,
+                **kwargs,
+            )
+        except datasets.exceptions.DatasetGenerationError as err:
+            cause = err.__cause__ or err.__context__
+            if isinstance(cause, UnicodeDecodeError):
+                raise ValueError(f"{split} data file(s) {[str(p) for p in paths]} are not UTF-8 ({cause}); re-save "
+                                 "them as UTF-8") from None
+            raise ValueError(f"cannot read the {split} data file(s) {[str(p) for p in paths]}: "
+                             f"{type(cause or err).__name__}: {cause or err}") from None
     return DatasetDict(out)
+
+
+def _check_utf8(path: Path) -> None:
+    """Raise ``ValueError`` naming the first byte of a text data file that is not UTF-8 (read in chunks, so a
+    large file costs no memory; compressed files are checked after decompression by their codec)."""
+    import bz2
+    import codecs
+    import gzip
+    import lzma
+
+    openers = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+    opener = openers.get(path.suffix.lower(), open)
+    if path.suffix.lower() == ".zst":
+        return  # no standard-library codec: the loader's own error is reported
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, line = 0, 1
+    with opener(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as err:
+                bad = offset + err.start
+                line += chunk[: err.start].count(b"\n")
+                raise ValueError(f"{path} is not UTF-8: byte 0x{err.object[err.start]:02x} at offset {bad} (line {line}) "
+                                 "cannot be decoded; re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
+            if not chunk:
+                return
+            offset += len(chunk)
+            line += chunk.count(b"\n")
 
 
 def _resolve_source(
