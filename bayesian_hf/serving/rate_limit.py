@@ -124,6 +124,8 @@ class RateLimiter:
         self._strategy = MovingWindowRateLimiter(storage)
         self._storage_errors = (StorageError, OSError)  # redis errors arrive wrapped in StorageError
         self._fallback = MovingWindowRateLimiter(MemoryStorage()) if self.shared else None
+        logger.info("rate limit %s per identity (moving window), %s", limit,
+                    f"shared through {redact_uri(self.storage_uri)}" if self.shared else "per process (memory://)")
         self._down_until = 0.0
         self._down = False
         self._lock = threading.Lock()
