@@ -339,6 +339,12 @@ def recover_interrupted_save(folder: str | os.PathLike, *, children: bool = True
             _move_missing(staging, folder)
         shutil.rmtree(staging, ignore_errors=True)
         repaired = True
+    if folder.is_dir():  # staging of an in-place save (a folder that could not be renamed) killed half-way
+        for entry in list(folder.iterdir()):
+            pid = _owner_pid(entry, STAGING_MARK) if entry.name.startswith(STAGING_MARK) else None
+            if pid is not None and entry.is_dir() and not _pid_alive(pid):
+                shutil.rmtree(entry, ignore_errors=True)
+                repaired = True
     if children and folder.is_dir():  # saves of sub-folders (Trainer's checkpoint-N) killed half-way
         for entry in list(folder.iterdir()):
             for mark in (STAGING_MARK, ASIDE_MARK):
@@ -381,6 +387,10 @@ def atomic_model_folder(save_directory: str | os.PathLike) -> Iterator[str]:
     target.parent.mkdir(parents=True, exist_ok=True)
     recover_interrupted_save(target)
     token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    if target.is_dir() and not _can_swap(target):
+        with _in_place_save(target, token) as staging:
+            yield staging
+        return
     staging = target.parent / f".{target.name}{STAGING_MARK}{token}"
     staging.mkdir()
     try:
@@ -409,6 +419,47 @@ def atomic_model_folder(save_directory: str | os.PathLike) -> Iterator[str]:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _can_swap(target: Path) -> bool:
+    """Whether ``target`` may be renamed: not a mount point (a container volume), not the working directory of
+    this process, and its parent folder writable."""
+    try:
+        cwd = Path(os.getcwd()).resolve()
+    except OSError:
+        cwd = None
+    resolved = target.resolve()
+    holds_cwd = cwd is not None and (cwd == resolved or resolved in cwd.parents)
+    return not os.path.ismount(target) and not holds_cwd and os.access(target.parent, os.W_OK | os.X_OK)
+
+
+@contextlib.contextmanager
+def _in_place_save(target: Path, token: str) -> Iterator[str]:
+    """The fallback of :func:`atomic_model_folder` for a folder that cannot be renamed: stage inside it, then move
+    each file in with ``os.replace`` (atomic per file, not for the folder as a whole) and remove the weight files
+    and weight-bound artifacts the new save does not have. ``calibration.json`` stays bound to its weights'
+    hash, so a calibrator can still never be attached to other weights."""
+    staging = target / f"{STAGING_MARK}{token}"
+    staging.mkdir()
+    try:
+        yield str(staging)
+        new_hash = weights_fingerprint(staging)
+        keep_bound = new_hash is not None and _same_weights(target, staging, new_hash)
+        _fsync_tree(staging)
+        written = {entry.name for entry in staging.iterdir()}
+        for entry in target.iterdir():  # first drop what describes the old weights, then move the new files in
+            name = entry.name
+            if name in written or not entry.is_file():
+                continue
+            if _matches(name, WEIGHT_PATTERNS) or (not keep_bound and name in WEIGHT_BOUND_FILES):
+                entry.unlink()
+        for entry in staging.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(target / entry.name, ignore_errors=True)
+            os.replace(entry, target / entry.name)
+        _fsync_dir(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _same_weights(old: Path, new: Path, new_hash: str) -> bool:

@@ -148,6 +148,17 @@ def test_save_calibration_file_refuses_a_folder_holding_other_weights(folder, mo
         models["new"].save_calibration_file(folder)
 
 
+def test_saving_into_the_working_directory_replaces_files_in_place(folder, models, monkeypatch):
+    monkeypatch.chdir(folder)  # a folder that must not be renamed (also: a container volume's mount point)
+    (Path(folder) / "README.md").write_text("about the OLD weights")
+    models["new"].save_pretrained(".")
+    assert Path(os.getcwd()) == Path(folder).resolve() and (Path(folder) / "tokenizer.json").exists()
+    assert not (Path(folder) / "README.md").exists()
+    assert not [n for n in os.listdir(folder) if n.startswith(".")]
+    assert observe(folder) != models["expected"]  # the new weights with their own calibrator
+    assert _load(folder).calibration is not None
+
+
 def test_load_recovers_a_save_killed_between_its_renames(folder, models):
     aside = Path(folder).parent / f".{Path(folder).name}.old-999999-abcd"
     os.rename(folder, aside)  # what the non-atomic swap leaves when killed between its two renames
