@@ -427,6 +427,7 @@ class BayesianExpectationModel(BayesianExpectationPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        ordering_weights: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> BayesianExpectationModelOutput | tuple:
         r"""
@@ -438,7 +439,10 @@ class BayesianExpectationModel(BayesianExpectationPreTrainedModel):
             `config.num_orderings` in eval mode.
         orderings (`torch.LongTensor` of shape `(k, M)` or `(batch_size, k, M)`, *optional*):
             Explicit unit permutations (slot -> 0-based unit), e.g. for deterministic serving or export. Each
-            ordering gets weight 1/k.
+            ordering gets weight 1/k unless `ordering_weights` is given.
+        ordering_weights (`torch.FloatTensor` of shape `(batch_size, k)`, *optional*):
+            Weights of the explicit `orderings` (rows summing to 1), e.g. the `1/m!` weights of enumerated
+            orderings that `bayesian_hf.orderings.sample_unit_permutations` returns (the ONNX export uses them).
         generator (`torch.Generator`, *optional*):
             Random source for the orderings. In eval mode without a generator the orderings are a deterministic
             function of `config.ordering_seed` and each example's tokens, so outputs do not depend on the batch.
@@ -484,6 +488,12 @@ class BayesianExpectationModel(BayesianExpectationPreTrainedModel):
         identity_first = config.identity_first or config.length_adaptive_mixing
         if orderings is not None:
             permutations, weights = self._explicit_orderings(orderings, batch, units, device)
+            if ordering_weights is not None:
+                if tuple(ordering_weights.shape) != tuple(weights.shape):
+                    raise ValueError(f"ordering_weights must have shape {tuple(weights.shape)}, got {tuple(ordering_weights.shape)}")
+                weights = ordering_weights.to(device)
+        elif ordering_weights is not None:
+            raise ValueError("ordering_weights needs explicit orderings")
         else:
             seeds = None
             if not self.training and generator is None and input_ids is not None:
@@ -844,12 +854,14 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
         return_dict: bool | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
+        ordering_weights: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> BayesianSequenceClassifierOutput | tuple:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Class ids in `[0, num_labels)`; the MDL-regularised loss is returned when given.
-        unit_ids, num_orderings, orderings, generator, ordering_seed: see [`BayesianExpectationModel.forward`].
+        unit_ids, num_orderings, orderings, ordering_weights, generator, ordering_seed: see
+            [`BayesianExpectationModel.forward`].
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
         base = self.bert(
@@ -860,6 +872,7 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
             unit_ids=unit_ids,
             num_orderings=num_orderings,
             orderings=orderings,
+            ordering_weights=ordering_weights,
             generator=generator,
             ordering_seed=ordering_seed,
             inputs_embeds=inputs_embeds,
