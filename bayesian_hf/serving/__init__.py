@@ -17,9 +17,6 @@ def create_app(settings: ServeSettings, **kwargs):
 def serve(settings: ServeSettings) -> None:
     """Run the service with uvicorn until SIGINT/SIGTERM; in-flight requests finish (up to graceful_timeout_s)."""
     import logging
-    import math
-
-    import uvicorn
 
     log = logging.getLogger("bayesian_hf")
     if not log.handlers:
@@ -27,14 +24,7 @@ def serve(settings: ServeSettings) -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s:     [%(name)s] %(message)s"))
         log.addHandler(handler)
     log.setLevel(settings.log_level.upper() if settings.log_level != "trace" else "DEBUG")
+    from .server import build_server
+
     app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=math.ceil(settings.graceful_timeout_s),
-        server_header=False,
-        lifespan="on",
-    )
+    build_server(app, settings).run()  # uvicorn with header/body deadlines, connection cap, graceful 503s

@@ -14,7 +14,9 @@ Names (all prefixed ``bayesian_hf_``):
 - ``predictions_total{label,decision}``: every prediction returned;
 - ``uncertainty_nats{kind}`` (histogram, kind = epistemic / aleatoric / total), ``confidence`` (histogram of the
   returned score), ``order_dispersion`` (histogram);
-- ``rate_limited_total``, ``request_timeouts_total``;
+- ``rate_limited_total``, ``request_timeouts_total``, ``overloaded_total`` (429 ``overloaded``: the queue's
+  predicted wait exceeded ``--max-queue-delay``); ``requests_total{status="499"}`` counts clients that left
+  before their answer;
 - ``model_ready`` (0/1) and ``model_info{model,version,calibrator}`` (constant 1);
 - drift, only when the model has a drift reference (updated when ``/metrics`` or ``/drift`` is read):
   ``drift_psi{signal}`` (population stability index of each signal and of the predicted labels, ``signal="label"``),
@@ -85,6 +87,8 @@ class ServiceMetrics:
                                           buckets=DISPERSION_BUCKETS, registry=r)
         self.rate_limited = Counter(PREFIX + "rate_limited", "Requests refused by the rate limit (429).", registry=r)
         self.timeouts = Counter(PREFIX + "request_timeouts", "Requests past the request timeout (504).", registry=r)
+        self.overloaded = Counter(PREFIX + "overloaded", "Predictions refused because the queue's predicted wait "
+                                  "exceeded --max-queue-delay (429 overloaded).", registry=r)
         self.model_ready = Gauge(PREFIX + "model_ready", "1 once the model is loaded.", registry=r)
         self.model_info = Gauge(PREFIX + "model_info", "Constant 1, labelled with the served model.",
                                 ("model", "version", "calibrator"), registry=r)

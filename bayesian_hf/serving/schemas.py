@@ -220,9 +220,10 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    code: str = Field(description="machine-readable: validation_error, text_too_large, too_many_texts, "
-                      "body_too_large, missing_api_key, invalid_api_key, rate_limited, timeout, not_ready, "
-                      "not_found, method_not_allowed, internal_error, ...")
+    code: str = Field(description="machine-readable: validation_error, invalid_json, text_too_large, too_many_texts, "
+                      "body_too_large, work_too_large, request_timeout, missing_api_key, invalid_api_key, "
+                      "rate_limited, overloaded, timeout, not_ready, shutting_down, not_found, method_not_allowed, "
+                      "internal_error, ...")
     message: str
     details: list[ErrorDetail] | None = None
     request_id: str | None = None

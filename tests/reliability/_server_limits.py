@@ -1,0 +1,114 @@
+"""Helpers of the server reliability tests: a tiny (untrained) model folder and real uvicorn servers on 127.0.0.1
+built exactly as ``bayesian-hf serve`` builds them (``serving.server.build_server``), in a background thread."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+
+from _server_helpers import free_port, start_cli_server, wait_until_ready  # noqa: E402,F401
+
+
+def make_tiny_folder(path: Path, minilm_path: str, **config: Any) -> str:
+    """A random tiny BERT (MiniLM vocabulary, 128 positions) converted with ``from_bert`` and saved with its
+    tokenizer: enough to exercise the service, in a second. ``config`` overrides the Bayesian config."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from bayesian_hf import BayesianExpectationForSequenceClassification
+    from tiny_models import make_tiny_bert
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    bert = make_tiny_bert(path / "bert", tokenizer, labels=("negative", "positive"))
+    torch.manual_seed(0)
+    options = dict(num_labels=2, num_orderings=4, num_train_orderings=2)
+    options.update(config)
+    model = BayesianExpectationForSequenceClassification.from_bert(bert, **options)
+    out = path / "model"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+class GuardedServer:
+    """``create_app(settings)`` served by ``build_server`` (the CLI's uvicorn setup) in a background thread."""
+
+    def __init__(self, settings: Any, *, loader: Any = None, wait_ready: bool = True, **overrides: Any) -> None:
+        from bayesian_hf.serving.app import create_app
+
+        self.app = create_app(settings, loader=loader)
+        options = dict(log_level="warning", access_log=False)
+        options.update(overrides)
+        try:
+            from bayesian_hf.serving.server import build_server
+        except ImportError:  # a checkout before serving/server.py (to see these tests fail on it)
+            import uvicorn
+
+            options = dict(host="127.0.0.1", port=settings.port, lifespan="on", **options)
+            self.server = uvicorn.Server(uvicorn.Config(self.app, **options))
+        else:
+            self.server = build_server(self.app, settings, **options)
+        self.url = f"http://127.0.0.1:{settings.port}"
+        self.port = settings.port
+        self.state = self.app.state.service
+        self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{settings.port}", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        if wait_ready:
+            wait_until_ready(self.url)
+
+    def stop(self, timeout: float = 30) -> None:
+        import signal
+
+        self.server.handle_exit(signal.SIGTERM, None)
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise RuntimeError("uvicorn did not stop")
+
+    def __enter__(self) -> GuardedServer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.thread.is_alive():
+            self.stop()
+
+
+def raw_exchange(port: int, data: bytes, *, read_timeout: float = 10.0) -> bytes:
+    """Send ``data`` on a fresh connection and read until the server closes it (or ``read_timeout``)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as sock:
+        sock.sendall(data)
+        return read_until_closed(sock, read_timeout)
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
+    sock.settimeout(timeout)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            break
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_body(raw: bytes) -> dict:
+    import json
+
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return json.loads(body)
