@@ -646,9 +646,8 @@ def run_batch_predict(options: BatchPredictOptions, *, environ: Mapping[str, str
         missing = _wait_for_parts(parts_dir, manifest, options.wait_timeout)
     if missing:
         if options.merge_only:
-            raise ValueError(f"cannot merge: {len(missing)} of {manifest['num_parts']} parts are missing "
-                             f"(first: part {missing[0]}, shard {missing[0] % plan.num_shards} of "
-                             f"{plan.num_shards}); run the shards that own them")
+            raise ValueError(f"cannot merge: {len(missing)} of {manifest['num_parts']} parts are missing (first: part "
+                             f"{missing[0]}; shard I of N runs the parts with part_id % N == I): run those shards first")
         return {**summary, "status": "shard_done", "parts_missing": len(missing)}
     lock = parts_dir / "merge.lock"
     if options.merge_only:
