@@ -211,3 +211,23 @@ def test_torchrun_two_processes_equal_one_process(model_dir, data_file, referenc
     assert lines[1].startswith("shard 1/2:") and "rank 0 merges" in lines[1]
     assert pq.read_table(out).equals(reference)
     assert not (tmp_path / "out.parquet.parts").exists()
+
+
+def test_onnx_export_gives_the_same_rows(model_dir, data_file, reference, tmp_path):
+    """`--backend auto` picks ONNX Runtime for an exported folder: same columns, errors, labels and decisions,
+    probabilities within float32 rounding of the PyTorch run."""
+    pytest.importorskip("onnxruntime")
+    from bayesian_hf.onnx_export import export_onnx
+
+    export_onnx(model_dir, tmp_path / "onnx")
+    out = tmp_path / "out.parquet"
+    assert _run(str(tmp_path / "onnx"), data_file[0], out) == 0
+    table = pq.read_table(out)
+    assert table.schema.remove_metadata() == reference.schema.remove_metadata()
+    assert json.loads(table.schema.metadata[b"bayesian_hf.predict"])["options"]["backend"] == "onnx"
+    for column in ("row", "id", "label", "decision", "prediction_set", "num_units", "truncated", "error"):
+        assert table.column(column).equals(reference.column(column)), column
+    for column in ("prob_negative", "prob_positive", "uncertainty_total", "order_dispersion"):
+        got = np.array(table.column(column).to_pylist(), dtype=float)
+        want = np.array(reference.column(column).to_pylist(), dtype=float)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, equal_nan=True)
