@@ -476,7 +476,7 @@ def predict_rows(model: Any, tokenizer: Any, texts: Sequence[Any], *, batch_size
                 record, error = None, NOTHING_TO_TOKENISE
             records[i], errors[i] = record, error
         if len(rows) > 1 and len(failures) == len(rows):
-            raise failures[0]
+            raise failures[0]  # every text fails alone, for a reason that is not the text's: the model or options
         if progress is not None:
             progress.update(len(rows))
     return records, errors
@@ -491,10 +491,11 @@ def _predict_isolating(model: Any, tokenizer: Any, texts: Sequence[Any], rows: l
         out = predict(model, tokenizer, [texts[i] for i in rows], **predict_kwargs)
     except (ValueError, RuntimeError) as err:
         if len(rows) == 1:
+            if "nothing to classify" in str(err):  # a property of the text (only control / zero-width characters)
+                yield rows[0], None, NOTHING_TO_TOKENISE
+                return
             failures.append(err)
-            reason = (NOTHING_TO_TOKENISE if "nothing to classify" in str(err)
-                      else f"prediction failed: {type(err).__name__}: {err}")
-            yield rows[0], None, reason
+            yield rows[0], None, f"prediction failed: {type(err).__name__}: {err}"
             return
         half = len(rows) // 2
         yield from _predict_isolating(model, tokenizer, texts, rows[:half], predict_kwargs, failures)

@@ -152,3 +152,44 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "model folder" in capsys.readouterr().err
     assert main(["predict", "--model", str(tmp_path / "model"), "--data", str(data), "--output", "o.xlsx"]) == 2
     assert "unsupported output file extension '.xlsx'" in capsys.readouterr().err
+
+
+class _FakePredict:
+    """Stands in for pipelines.predict: fails a call holding a zero-width-only text (like the real one) or, with
+    ``broken``, every call; records the batches it was called with."""
+
+    def __init__(self, broken: bool = False):
+        self.broken, self.calls = broken, []
+
+    def __call__(self, model, tokenizer, texts, **kwargs):
+        self.calls.append(list(texts))
+        if self.broken:
+            raise RuntimeError("weights are NaN")
+        for i, text in enumerate(texts):
+            if not text.strip("\u200b\x00"):
+                raise ValueError(f"text {i} has nothing to classify: no token besides the special ones")
+        return [{"label": "a", "num_units": 1, "text": t} for t in texts]
+
+
+def test_predict_rows_isolates_bad_texts_and_restores_order(monkeypatch):
+    from bayesian_hf import batch_inference, pipelines
+
+    fake = _FakePredict()
+    monkeypatch.setattr(pipelines, "predict", fake)
+    texts = ["bbbb.", "\u200b", "a.", "", "\x00", "ccc.", None, "\u200b\u200b", "dd."]
+    records, errors = batch_inference.predict_rows(None, None, texts, batch_size=4, predict_kwargs={})
+    assert [r and r["text"] for r in records] == ["bbbb.", None, "a.", None, None, "ccc.", None, None, "dd."]
+    assert errors == [None, batch_inference.NOTHING_TO_TOKENISE, None, "empty text", batch_inference.NOTHING_TO_TOKENISE,
+                      None, "missing text (null)", batch_inference.NOTHING_TO_TOKENISE, None]
+    assert fake.calls[0] == ["\u200b", "\x00", "a.", "\u200b\u200b"]  # shortest first: a length bucket
+    # a batch made only of texts with nothing to tokenise is marked, not fatal
+    records, errors = batch_inference.predict_rows(None, None, ["\u200b"] * 5, batch_size=4, predict_kwargs={})
+    assert records == [None] * 5 and errors == [batch_inference.NOTHING_TO_TOKENISE] * 5
+
+
+def test_predict_rows_raises_when_every_text_fails_for_the_model(monkeypatch):
+    from bayesian_hf import batch_inference, pipelines
+
+    monkeypatch.setattr(pipelines, "predict", _FakePredict(broken=True))
+    with pytest.raises(RuntimeError, match="weights are NaN"):
+        batch_inference.predict_rows(None, None, ["a.", "b.", "c."], batch_size=4, predict_kwargs={})
