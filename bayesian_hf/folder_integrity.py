@@ -31,8 +31,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
+import socket
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,7 @@ ASIDE_MARK = ".old-"
 #: a tokenizer smaller than this fraction of the config's vocabulary is not the model's tokenizer
 MIN_VOCAB_FRACTION = 0.5
 _HASH_CHUNK = 1 << 20
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
 
 
 # ---------------------------------------------------------------------------------------------- fingerprints
@@ -295,6 +298,16 @@ def _owner_pid(path: Path, mark: str) -> int | None:
     return int(head) if head.isdigit() else None
 
 
+def _owner_alive(path: Path, mark: str) -> bool:
+    """Whether the process that made ``path`` (``...PID-RAND[-HOST]``) may still be using it. A folder made on
+    another host (a shared filesystem) is never taken for abandoned."""
+    parts = path.name.rsplit(mark, 1)[-1].split("-", 2)
+    if len(parts) == 3 and parts[2] != _HOST:
+        return True
+    pid = _owner_pid(path, mark)
+    return pid is not None and pid != os.getpid() and _pid_alive(pid)
+
+
 def _move_missing(aside: Path, folder: Path) -> None:
     """Move the entries of ``aside`` that ``folder`` lacks and that are not model files (folders such as
     ``checkpoint-*`` that a swap moves after the exchange) into ``folder``."""
@@ -324,16 +337,14 @@ def recover_interrupted_save(folder: str | os.PathLike, *, children: bool = True
         logger.warning("restored %s from the copy a killed save left aside", folder)
         asides, repaired = asides[:-1], True
     for aside in asides:
-        pid = _owner_pid(aside, ASIDE_MARK)
-        if pid is not None and pid != os.getpid() and _pid_alive(pid):
+        if _owner_alive(aside, ASIDE_MARK):
             continue
         if folder.is_dir():
             _move_missing(aside, folder)
         shutil.rmtree(aside, ignore_errors=True)
         repaired = True
     for staging in _leftovers(folder, STAGING_MARK):
-        pid = _owner_pid(staging, STAGING_MARK)
-        if pid is not None and _pid_alive(pid):
+        if _owner_alive(staging, STAGING_MARK) or _owner_pid(staging, STAGING_MARK) == os.getpid():
             continue  # a save in progress (this process or another)
         if folder.is_dir():  # killed right after the atomic exchange: this path holds the old folder
             _move_missing(staging, folder)
@@ -341,8 +352,8 @@ def recover_interrupted_save(folder: str | os.PathLike, *, children: bool = True
         repaired = True
     if folder.is_dir():  # staging of an in-place save (a folder that could not be renamed) killed half-way
         for entry in list(folder.iterdir()):
-            pid = _owner_pid(entry, STAGING_MARK) if entry.name.startswith(STAGING_MARK) else None
-            if pid is not None and entry.is_dir() and not _pid_alive(pid):
+            if entry.name.startswith(STAGING_MARK) and entry.is_dir() and not _owner_alive(entry, STAGING_MARK) \
+                    and _owner_pid(entry, STAGING_MARK) != os.getpid():
                 shutil.rmtree(entry, ignore_errors=True)
                 repaired = True
     if children and folder.is_dir():  # saves of sub-folders (Trainer's checkpoint-N) killed half-way
@@ -386,7 +397,7 @@ def atomic_model_folder(save_directory: str | os.PathLike) -> Iterator[str]:
         raise ValueError(f"{save_directory} exists and is not a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     recover_interrupted_save(target)
-    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    token = f"{os.getpid()}-{secrets.token_hex(4)}-{_HOST}"
     if target.is_dir() and not _can_swap(target):
         with _in_place_save(target, token) as staging:
             yield staging

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -306,13 +305,15 @@ def test_training_outputs_hold_no_absolute_local_path(tmp_path, minilm_path):
 # ------------------------------------------------------------------------------------------- 13. CSV encoding
 
 
-def test_non_utf8_csv_gives_one_clear_line(tmp_path):
+def test_non_utf8_csv_gives_one_clear_line(tmp_path, capfd):
+    from bayesian_hf.cli import main
+
     data = tmp_path / "latin1.csv"
     data.write_bytes("text,label\n\"Café très bon.\",positive\n\"Mauvais.\",negative\n".encode("latin-1"))
-    run = subprocess.run([sys.executable, "-m", "bayesian_hf.cli", "train", "--train_file", str(data),
-                          "--output_dir", str(tmp_path / "out"), "--max_steps", "1"],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert run.returncode == 2, run.stderr[-2000:]
-    lines = [line for line in run.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    capfd.readouterr()
+    status = main(["train", "--train_file", str(data), "--output_dir", str(tmp_path / "out"), "--max_steps", "1"])
+    err = capfd.readouterr().err
+    assert status == 2, err[-2000:]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
     assert "latin1.csv is not UTF-8" in lines[0] and "line 2" in lines[0]
