@@ -399,6 +399,7 @@ def output_schema(id2label: Mapping[int, str], id_type: Any | None, id_column: s
         fields.append(pa.field(id_column, id_type))
     fields += [pa.field("label", pa.string()), pa.field("score", pa.float64()), pa.field("calibrated", pa.bool_())]
     fields += [pa.field(probability_column(id2label[i]), pa.float64()) for i in sorted(id2label)]
+    fields += [pa.field(probability_column(id2label[i], raw=True), pa.float64()) for i in sorted(id2label)]
     fields += [
         pa.field("uncertainty_epistemic", pa.float64()),
         pa.field("uncertainty_aleatoric", pa.float64()),
@@ -413,9 +414,10 @@ def output_schema(id2label: Mapping[int, str], id_type: Any | None, id_column: s
     return pa.schema(fields)
 
 
-def probability_column(label: str) -> str:
-    """The column of one label's probability: ``prob_<label>``."""
-    return f"prob_{label}"
+def probability_column(label: str, raw: bool = False) -> str:
+    """The column of one label's probability: ``prob_<label>`` (calibrated when the model has a calibrator), or
+    with ``raw`` ``raw_prob_<label>`` (the model's own predictive probability, before the calibrator)."""
+    return f"raw_prob_{label}" if raw else f"prob_{label}"
 
 
 def _records_to_table(rows: Sequence[int], ids: Any | None, records: Sequence[Mapping[str, Any] | None],
@@ -436,6 +438,7 @@ def _records_to_table(rows: Sequence[int], ids: Any | None, records: Sequence[Ma
     for i in sorted(id2label):
         name = id2label[i]
         columns[probability_column(name)] = col(lambda r, name=name: r["probabilities"][name])
+        columns[probability_column(name, raw=True)] = col(lambda r, name=name: r["raw_probabilities"][name])
     for part in ("epistemic", "aleatoric", "total"):
         columns[f"uncertainty_{part}"] = col(lambda r, part=part: r["uncertainty"][part])
     columns["order_dispersion"] = col(lambda r: r["order_dispersion"])
@@ -625,7 +628,8 @@ def run_batch_predict(options: BatchPredictOptions, *, environ: Mapping[str, str
         todo = [p for p in mine if not _part_path(parts_dir, p, key).exists()]
         summary["parts_skipped"] = len(mine) - len(todo)
         predict_kwargs = {"num_orderings": options.num_orderings, "seed": options.seed,
-                          "thresholds": options.thresholds, "max_length": options.max_length}
+                          "thresholds": options.thresholds, "max_length": options.max_length,
+                          "return_raw_probabilities": True}
         if todo:
             model, tokenizer = _load_model(options, plan)
             labels = {int(k): v for k, v in model.config.id2label.items()}

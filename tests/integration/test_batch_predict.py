@@ -108,15 +108,17 @@ def test_rows_order_columns_and_bad_rows(model_dir, data_file, reference, capsys
     # every field of pipelines.predict, in input order, equal to predicting the good texts directly
     model, tokenizer = load_for_inference(model_dir)
     good = [i for i in range(len(rows)) if i not in bad]
-    direct = predict(model, tokenizer, [rows[i]["text"] for i in good])
+    direct = predict(model, tokenizer, [rows[i]["text"] for i in good], return_raw_probabilities=True)
     got = table.take(good).to_pylist()
     for record, row in zip(direct, got):
         assert row["label"] == record["label"] and row["decision"] == record["decision"]
         assert row["prediction_set"] == record["prediction_set"] and row["truncated"] == record["truncated"]
         assert row["num_units"] == record["num_units"] and row["calibrated"] == record["calibrated"]
-        np.testing.assert_allclose([row["prob_negative"], row["prob_positive"], row["score"]],
+        np.testing.assert_allclose([row["prob_negative"], row["prob_positive"], row["score"], row["raw_prob_negative"],
+                                    row["raw_prob_positive"]],
                                    [record["probabilities"]["negative"], record["probabilities"]["positive"],
-                                    record["score"]], rtol=0, atol=1e-6)
+                                    record["score"], record["raw_probabilities"]["negative"],
+                                    record["raw_probabilities"]["positive"]], rtol=0, atol=1e-6)
         np.testing.assert_allclose([row[f"uncertainty_{k}"] for k in ("epistemic", "aleatoric", "total")]
                                    + [row["order_dispersion"]],
                                    [record["uncertainty"][k] for k in ("epistemic", "aleatoric", "total")]
@@ -227,7 +229,7 @@ def test_onnx_export_gives_the_same_rows(model_dir, data_file, reference, tmp_pa
     assert json.loads(table.schema.metadata[b"bayesian_hf.predict"])["options"]["backend"] == "onnx"
     for column in ("row", "id", "label", "decision", "prediction_set", "num_units", "truncated", "error"):
         assert table.column(column).equals(reference.column(column)), column
-    for column in ("prob_negative", "prob_positive", "uncertainty_total", "order_dispersion"):
+    for column in ("prob_negative", "prob_positive", "raw_prob_positive", "uncertainty_total", "order_dispersion"):
         got = np.array(table.column(column).to_pylist(), dtype=float)
         want = np.array(reference.column(column).to_pylist(), dtype=float)
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, equal_nan=True)
