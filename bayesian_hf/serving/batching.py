@@ -105,8 +105,9 @@ class MicroBatcher:
         self.max_wait_s = float(max_wait_ms) / 1000.0
         self.max_pass_work = max_pass_work
         self.max_queue_delay_s = max_queue_delay_s
-        self.work_per_second: float | None = None  # measured: exponential average over passes
+        self.work_per_second: float | None = None  # measured over passes: adapts down at once, up slowly
         self._queued_work = 0
+        self._running_work = 0
         self.metrics = metrics
         self._pending: collections.deque[_Item] = collections.deque()
         self._running: list[_Item] = []
@@ -171,8 +172,8 @@ class MicroBatcher:
         if (tokens is None) != (units is None) or (tokens is not None and not len(tokens) == len(units) == len(texts)):
             raise ValueError("tokens and units must both be given, one per text")
         work = request_work(tokens, units, params.num_orderings or 1) if tokens is not None else 0
-        if self.max_queue_delay_s is not None and self.work_per_second and self._queued_work > 0:
-            predicted = (self._queued_work + work) / self.work_per_second
+        if self.max_queue_delay_s is not None and self.work_per_second and self._queued_work + self._running_work > 0:
+            predicted = (self._queued_work + self._running_work + work) / self.work_per_second
             if predicted > self.max_queue_delay_s:
                 raise Overloaded(predicted)
         future: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -275,6 +276,7 @@ class MicroBatcher:
         started = time.monotonic()
         first = [item for item, lo, _ in batch if lo == 0]
         self._running = items
+        self._running_work = sum(self._work(item, lo, hi) for item, lo, hi in batch)
         try:
             records = await loop.run_in_executor(self._executor, self._infer, texts, params)
             if len(records) != len(texts):
@@ -286,12 +288,14 @@ class MicroBatcher:
             return
         finally:
             self._running = []
+            self._running_work = 0
         self.forward_passes += 1
         elapsed = time.monotonic() - started
         done_work = sum(self._work(item, lo, hi) for item, lo, hi in batch)
         if done_work and elapsed > 0:
-            rate = done_work / elapsed
-            self.work_per_second = rate if self.work_per_second is None else 0.7 * self.work_per_second + 0.3 * rate
+            rate = done_work / elapsed  # a slower pass (the machine got busier) counts at once: never over-admit
+            previous = self.work_per_second
+            self.work_per_second = rate if previous is None or rate < previous else 0.8 * previous + 0.2 * rate
         if self.metrics is not None:
             self.metrics.observe_batch(len(texts), len(items), time.monotonic() - started,
                                        [started - i.enqueued for i in first])

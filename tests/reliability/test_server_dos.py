@@ -276,3 +276,42 @@ def test_requests_past_the_queue_delay_are_refused_as_overloaded_not_timed_out()
     overloaded = refused + [d for d in done if isinstance(d, Overloaded)]
     assert len(accepted) + len(overloaded) == 40
     assert 5 <= len(accepted) <= 25 and overloaded and overloaded[0].retry_after_s >= 1
+
+
+def test_measuring_and_inference_never_share_a_tokenizer_state(tiny_folder):
+    """The work estimate tokenises (unpadded) in its thread while the inference thread tokenises (padded): with one
+    shared fast tokenizer, whose padding state each call changes, passes failed with 'expected sequence of length
+    ...' (500s seen in the soak test). The estimate must use its own copy."""
+    from transformers import AutoTokenizer
+
+    from bayesian_hf import BayesianExpectationForSequenceClassification
+    from bayesian_hf.orderings import tokenize_with_units
+    from bayesian_hf.serving.app import ServiceState
+
+    state = ServiceState(ServeSettings(model=tiny_folder), loader=lambda s: None)
+    state.model = BayesianExpectationForSequenceClassification.from_pretrained(tiny_folder)
+    state.tokenizer = AutoTokenizer.from_pretrained(tiny_folder)
+    texts = [" ".join(["Word."] * n) for n in (1, 3, 7, 15, 31)] * 4
+    errors: list[str] = []
+
+    def infer_side() -> None:
+        for _ in range(200):
+            try:
+                enc = tokenize_with_units(state.tokenizer, texts, max_length=128)
+                assert enc["input_ids"].shape[0] == len(texts)
+            except Exception as err:  # noqa: BLE001 -- collected and asserted below
+                errors.append(repr(err))
+
+    def measure_side() -> None:
+        for _ in range(200):
+            try:
+                assert len(state.measure(texts)[0]) == len(texts)
+            except Exception as err:  # noqa: BLE001
+                errors.append(repr(err))
+
+    threads = [threading.Thread(target=infer_side), threading.Thread(target=measure_side)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:3]
