@@ -7,6 +7,8 @@ import os
 import sys
 from typing import Sequence
 
+from .folder_integrity import load_checked_tokenizer
+
 DEMO_TEXTS = [
     "The pasta was superb. Service was painfully slow! We will still come back.",
     "Dreadful film. The plot made no sense. The lead actor was wasted.",
@@ -172,7 +174,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     import json
 
     import numpy as np
-    from transformers import AutoTokenizer
 
     from .data import load_labelled_texts
     from .evaluation import collect_outputs
@@ -180,7 +181,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .risk_control import plot_risk_coverage, risk_coverage_table
 
     model = BayesianExpectationForSequenceClassification.from_pretrained(args.model)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = load_checked_tokenizer(args.model, model.config)  # refuses a tokenizer that is not the model's
     texts, labels = load_labelled_texts(args.data, label2id=dict(model.config.label2id),
                                         text_column=args.text_column, label_column=args.label_column)
     out = collect_outputs(model, tokenizer, texts)
@@ -218,15 +219,14 @@ def cmd_fit_posterior(args: argparse.Namespace) -> int:
     precision by marginal likelihood, order scale by held-out NLL. Rewrites the weights file (the posterior is
     saved as `posterior.*` buffers) and removes a calibrator fitted on the old predictive."""
     import json
-
-    from transformers import AutoTokenizer
+    import shutil
 
     from .data import load_labelled_texts
     from .modeling_bayesian_expectation import BayesianExpectationForSequenceClassification
     from .posterior_fitting import fit_posterior
 
     model = BayesianExpectationForSequenceClassification.from_pretrained(args.model, load_calibration_file=False)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = load_checked_tokenizer(args.model, model.config)  # refuses a tokenizer that is not the model's
     label2id = dict(model.config.label2id)
     kw = dict(label2id=label2id, text_column=args.text_column, label_column=args.label_column)
     if args.train_file:
@@ -239,12 +239,12 @@ def cmd_fit_posterior(args: argparse.Namespace) -> int:
         train_texts, val_texts, val_labels = train["text"], validation["text"], validation["label"]
     report = fit_posterior(model, tokenizer, train_texts, validation_texts=val_texts, validation_labels=val_labels,
                            max_examples=args.max_examples, batch_size=args.batch_size, max_length=args.max_length)
-    model.save_pretrained(args.model)
     stale = os.path.join(args.model, "calibration.json")
-    if os.path.exists(stale):
-        os.replace(stale, stale + ".stale")
-        print(f"moved the calibrator fitted on the previous predictive to {stale}.stale: run `bayesian-hf calibrate "
-              f"--model {args.model}`")
+    if os.path.exists(stale):  # kept for reference (never loaded, never pushed); the save below drops the original
+        shutil.copy2(stale, stale + ".stale")
+        print(f"the calibrator fitted on the previous predictive is retired to {stale}.stale: run `bayesian-hf "
+              f"calibrate --model {args.model}`")
+    model.save_pretrained(args.model)
     summary = {k: v for k, v in report.items() if not isinstance(v, (dict, list))}
     with open(os.path.join(args.model, "posterior_fit.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)
@@ -258,7 +258,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     bootstrap intervals of the differences, decision mix, latency, and a verdict."""
     import json
 
-    from transformers import AutoTokenizer
 
     from .comparison import compare_models, render_comparison
     from .data import load_labelled_texts
@@ -267,7 +266,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if len(args.model) != 2:
         raise ValueError(f"give exactly two --model folders (A then B), got {len(args.model)}")
     models = [BayesianExpectationForSequenceClassification.from_pretrained(m) for m in args.model]
-    tokenizers = [AutoTokenizer.from_pretrained(m) for m in args.model]
+    tokenizers = [load_checked_tokenizer(m, model.config) for m, model in zip(args.model, models)]
     texts, labels = load_labelled_texts(args.data, label2id=dict(models[0].config.label2id),
                                         text_column=args.text_column, label_column=args.label_column)
     report = compare_models(models[0], models[1], tokenizers[0], tokenizers[1], texts, labels,
@@ -296,13 +295,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     """Fit calibrators on a calibration split (cross-fitted choice by held-out NLL), add a conformal predictor,
     save calibration.json next to the weights and refresh the model card."""
     from datasets import Dataset
-    from transformers import AutoTokenizer
 
     from .data import load_labelled_texts
     from .modeling_bayesian_expectation import BayesianExpectationForSequenceClassification
 
     model = BayesianExpectationForSequenceClassification.from_pretrained(args.model, load_calibration_file=False)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = load_checked_tokenizer(args.model, model.config)  # refuses a tokenizer that is not the model's
     if args.calibration_file:
         label2id = dict(model.config.label2id)
         kw = dict(label2id=label2id, text_column=args.text_column, label_column=args.label_column)
@@ -374,7 +372,6 @@ def cmd_drift(args: argparse.Namespace) -> int:
     recalibrate. Exit 1 with --fail_on_drift when an alert fires or recalibration is recommended."""
     import json
 
-    from transformers import AutoTokenizer
 
     from .data import load_labelled_texts
     from .drift import ReferenceSketch, drift_statistics, signals_from_outputs
@@ -382,7 +379,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     from .modeling_bayesian_expectation import BayesianExpectationForSequenceClassification
 
     model = BayesianExpectationForSequenceClassification.from_pretrained(args.model)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = load_checked_tokenizer(args.model, model.config)  # refuses a tokenizer that is not the model's
     texts, labels = load_labelled_texts(args.data, label2id=dict(model.config.label2id), text_column=args.text_column,
                                         label_column=args.label_column, labels_optional=True)
     result: dict = {"num_samples": len(texts), "labelled": labels is not None}

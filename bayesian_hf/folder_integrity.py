@@ -45,8 +45,9 @@ logger = logging.getLogger(__name__)
 WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
                    "pytorch_model*.bin", "pytorch_model.bin.index.json")
 #: artifacts that describe particular weights: kept across a save only when the weights are unchanged
-WEIGHT_BOUND_FILES = ("calibration.json", "calibration.json.bak", "calibration.json.stale", "README.md",
-                      "reliability_diagram.png", "risk_coverage.png", "posterior_fit.json", "summary.json")
+#: (``calibration.json.bak`` / ``.stale``, retired calibrators kept for reference, are never loaded nor pushed)
+WEIGHT_BOUND_FILES = ("calibration.json", "README.md", "reliability_diagram.png", "risk_coverage.png",
+                      "posterior_fit.json", "summary.json")
 STAGING_MARK = ".saving-"
 ASIDE_MARK = ".old-"
 #: a tokenizer smaller than this fraction of the config's vocabulary is not the model's tokenizer
