@@ -27,6 +27,10 @@ command -v "$RUNTIME" >/dev/null || { echo "no container runtime ($RUNTIME) foun
 command -v curl >/dev/null || { echo "curl is needed" >&2; exit 2; }
 [ -d "$MODEL_DIR" ] || { echo "model folder $MODEL_DIR does not exist" >&2; exit 2; }
 MODEL_DIR=$(cd "$MODEL_DIR" && pwd)
+# the server runs as uid 10001: every file of the model must be readable by others (safetensors writes
+# model.safetensors with mode 0600, so a folder saved by another user is not)
+unreadable=$(find "$MODEL_DIR" \( -type f ! -perm -o=r \) -o \( -type d ! -perm -o=rx \) | head -5)
+[ -z "$unreadable" ] || { echo "not readable by the container user: $unreadable ... (run: chmod -R a+rX $MODEL_DIR)" >&2; exit 2; }
 
 cleanup() {
     "$RUNTIME" rm -f "$NAME" >/dev/null 2>&1 || true
@@ -38,8 +42,11 @@ step() { echo "== $*"; }
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
     step "build $IMAGE with $RUNTIME"
+    # podman's default OCI image format drops HEALTHCHECK; the docker format keeps it
+    format=""
+    [ "$RUNTIME" = podman ] && format="--format docker"
     # shellcheck disable=SC2086  # BUILD_ARGS is a list of flags
-    "$RUNTIME" build ${BUILD_ARGS:-} -t "$IMAGE" .
+    "$RUNTIME" build $format ${BUILD_ARGS:-} -t "$IMAGE" .
 fi
 
 step "run (read-only root filesystem, model and key file mounted read-only)"
@@ -47,7 +54,7 @@ printf '%s\n' "$KEY" > "$WORK/api_keys"
 chmod 0444 "$WORK/api_keys"  # the container user (uid 10001) reads it
 # shellcheck disable=SC2086  # RUN_ARGS is a list of flags
 "$RUNTIME" run -d --name "$NAME" -p "127.0.0.1:$PORT:8000" \
-    --read-only --tmpfs /tmp --tmpfs /home/app:uid=10001,gid=10001 \
+    --read-only --tmpfs /tmp --tmpfs /home/app:rw,mode=1777 \
     -v "$MODEL_DIR:/model:ro" -v "$WORK/api_keys:/run/secrets/api_keys:ro" \
     -e BAYESIAN_HF_API_KEY_FILE=/run/secrets/api_keys -e BAYESIAN_HF_RATE_LIMIT=100/minute \
     ${RUN_ARGS:-} "$IMAGE" >/dev/null
@@ -56,6 +63,7 @@ step "wait for /ready (up to ${READY_TIMEOUT} s)"
 deadline=$((SECONDS + READY_TIMEOUT))
 until [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/ready")" = 200 ]; do
     [ "$("$RUNTIME" inspect -f '{{.State.Running}}' "$NAME")" = true ] || fail "the container exited"
+    case "$(curl -s "$URL/ready")" in *'"failed"'*) fail "the model failed to load: $(curl -s "$URL/ready")";; esac
     [ $SECONDS -lt $deadline ] || fail "not ready after ${READY_TIMEOUT} s: $(curl -s "$URL/ready")"
     sleep 1
 done
