@@ -33,8 +33,8 @@ FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="bayesian-hf" \
       org.opencontainers.image.description="Bayesian-in-expectation text classifier service (CPU)" \
       org.opencontainers.image.licenses="Apache-2.0"
-RUN groupadd --system --gid 10001 app \
-    && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home --shell /usr/sbin/nologin app
+RUN groupadd --gid 10001 app \
+    && useradd --uid 10001 --gid app --home-dir /home/app --create-home --shell /usr/sbin/nologin app
 COPY --from=builder /opt/venv /opt/venv
 # Every serve setting has a BAYESIAN_HF_* variable (bayesian_hf/serving/settings.py). The model folder is
 # mounted read-only at /model; HF_HUB_OFFLINE keeps the container from calling out to a model hub.
