@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke test of the container image: build it, run it with a model folder and an API key, check /health, /ready,
 # /predict (with and without the key), /metrics, the non-root user and the image's HEALTHCHECK, then stop it with
-# SIGTERM and check that it exits cleanly.
+# SIGTERM and check that it exits cleanly (before the runtime's kill).
 #
 #   deploy/smoke_test.sh MODEL_DIR [IMAGE]
 #
@@ -110,6 +110,7 @@ fi
 step "SIGTERM: graceful stop"
 "$RUNTIME" stop -t 40 "$NAME" >/dev/null
 status=$("$RUNTIME" inspect -f '{{.State.ExitCode}}' "$NAME")
-[ "$status" = 0 ] || fail "exit code $status after SIGTERM"
+# 0, or 143 where the server re-raises SIGTERM and is not PID 1; 137 would mean it was killed after the grace period
+case "$status" in 0|143) echo "exit code $status";; *) fail "exit code $status after SIGTERM";; esac
 
 echo "SMOKE TEST PASSED ($RUNTIME, $IMAGE)"
