@@ -89,7 +89,8 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json
 [ "$code" = 401 ] || fail "/predict without a key answered $code, expected 401"
 
 step "GET /metrics"
-curl -s -H "X-API-Key: $KEY" "$URL/metrics" | grep -q '^bayesian_hf_predictions_total' || fail "/metrics has no predictions"
+curl -s -o "$WORK/metrics.txt" -H "X-API-Key: $KEY" "$URL/metrics"
+grep -q '^bayesian_hf_predictions_total' "$WORK/metrics.txt" || fail "/metrics has no predictions: $(head -c 300 "$WORK/metrics.txt")"
 
 step "non-root user"
 uid=$("$RUNTIME" exec "$NAME" python -c 'import os; print(os.getuid())')
