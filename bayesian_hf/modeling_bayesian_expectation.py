@@ -777,7 +777,10 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
         (`folder_integrity.recover_interrupted_save`).
         """
         if os.path.isdir(os.path.dirname(os.path.abspath(os.fspath(pretrained_model_name_or_path)))):
-            recover_interrupted_save(pretrained_model_name_or_path)
+            try:
+                recover_interrupted_save(pretrained_model_name_or_path)
+            except OSError as err:  # e.g. a read-only mount: load what is there, the next save repairs it
+                logger.warning("could not clean up after an interrupted save of %s: %s", pretrained_model_name_or_path, err)
         from safetensors import SafetensorError
 
         try:

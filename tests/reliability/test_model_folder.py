@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -203,8 +204,12 @@ def test_server_reports_non_finite_weights_as_not_ready(folder):
     tensors["classifier.weight"][0, 0] = float("nan")
     save_file(tensors, path, metadata={"format": "pt"})
     with TestClient(create_app(ServeSettings(model=str(folder)))) as client:
+        deadline = time.monotonic() + 60
         ready = client.get("/ready")
-    assert ready.status_code == 503
+        while "loading" in ready.text and time.monotonic() < deadline:
+            time.sleep(0.2)
+            ready = client.get("/ready")
+    assert ready.status_code == 503 and "failed" in ready.text, ready.text
 
 
 # ------------------------------------------------------------------------------------------- 10. calibration.json
