@@ -207,6 +207,13 @@ class UncertaintyClassificationPipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = True
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.tokenizer is not None:  # a tokenizer that is not the model's gives confident wrong answers
+            from .folder_integrity import check_tokenizer_matches
+
+            check_tokenizer_matches(self.model.config, self.tokenizer, source=getattr(self.model, "name_or_path", None))
+
     def _sanitize_parameters(
         self,
         num_orderings: int | None = None,
