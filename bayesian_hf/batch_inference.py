@@ -178,7 +178,8 @@ def _hash_and_check_utf8(path: str, check_utf8: bool, chunk_size: int = 1 << 22)
                     bad = offset + err.start
                     fh.seek(0)
                     line = fh.read(bad).count(b"\n") + 1
-                    raise ValueError(f"{path} is not UTF-8 text (byte {bad}, line {line}: {chunk[err.start:err.start + 4]!r}); "
+                    sample = chunk[err.start:err.start + 4]
+                    raise ValueError(f"{path} is not UTF-8 text (byte {bad}, line {line}: {sample!r}); "
                                      "re-encode it, e.g. `iconv -f latin1 -t utf-8 IN > OUT`") from None
                 lines += chunk.count(b"\n")
             offset += len(chunk)
@@ -312,7 +313,8 @@ def model_fingerprint(model_dir: str) -> dict[str, Any]:
     files = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
-        if rel.startswith((".", "runs/", "checkpoint-")) or "/." in rel or rel.lower().endswith(_FINGERPRINT_SKIP_SUFFIXES):
+        skip = rel.startswith((".", "runs/", "checkpoint-")) or "/." in rel
+        if skip or rel.lower().endswith(_FINGERPRINT_SKIP_SUFFIXES):
             continue
         digest.update(rel.encode() + b"\0")
         with open(path, "rb") as fh:
@@ -651,8 +653,9 @@ def run_batch_predict(options: BatchPredictOptions, *, environ: Mapping[str, str
         missing = _wait_for_parts(parts_dir, manifest, options.wait_timeout)
     if missing:
         if options.merge_only:
-            raise ValueError(f"cannot merge: {len(missing)} of {manifest['num_parts']} parts are missing (first: part "
-                             f"{missing[0]}; shard I of N runs the parts with part_id % N == I): run those shards first")
+            raise ValueError(f"cannot merge: {len(missing)} of {manifest['num_parts']} parts are missing (first: "
+                             f"part {missing[0]}; shard I of N runs the parts with part_id % N == I): run those "
+                             "shards first")
         return {**summary, "status": "shard_done", "parts_missing": len(missing)}
     lock = parts_dir / "merge.lock"
     if options.merge_only:

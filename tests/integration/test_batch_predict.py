@@ -103,7 +103,8 @@ def test_rows_order_columns_and_bad_rows(model_dir, data_file, reference, capsys
     assert {i for i, e in enumerate(errors) if e is not None} == bad
     for column in ("label", "score", "prob_negative", "uncertainty_total", "decision", "prediction_set"):
         values = table.column(column).to_pylist()
-        assert all(values[i] is None for i in bad) and all(values[i] is not None for i in range(len(rows)) if i not in bad)
+        assert all(values[i] is None for i in bad)
+        assert all(values[i] is not None for i in range(len(rows)) if i not in bad)
 
     # every field of pipelines.predict, in input order, equal to predicting the good texts directly
     model, tokenizer = load_for_inference(model_dir)

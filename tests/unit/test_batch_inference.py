@@ -130,7 +130,8 @@ def test_manifest_key_ignores_paths_and_names_differences():
     manifest = {"input": {"path": "/a/in.csv", "sha256": "s", "num_rows": 3},
                 "model": {"path": "/m", "sha256": "f", "files": ["config.json"]},
                 "options": {"seed": None, "part_size": 1024}, "num_parts": 1}
-    moved = {**manifest, "input": {**manifest["input"], "path": "/mnt/in.csv"}, "model": {**manifest["model"], "path": "/x"}}
+    moved = {**manifest, "input": {**manifest["input"], "path": "/mnt/in.csv"},
+             "model": {**manifest["model"], "path": "/x"}}
     assert _manifest_key(manifest) == _manifest_key(moved)
     changed = {**manifest, "options": {"seed": 3, "part_size": 1024}}
     assert _manifest_key(changed) != _manifest_key(manifest)
@@ -179,8 +180,8 @@ def test_predict_rows_isolates_bad_texts_and_restores_order(monkeypatch):
     texts = ["bbbb.", "\u200b", "a.", "", "\x00", "ccc.", None, "\u200b\u200b", "dd."]
     records, errors = batch_inference.predict_rows(None, None, texts, batch_size=4, predict_kwargs={})
     assert [r and r["text"] for r in records] == ["bbbb.", None, "a.", None, None, "ccc.", None, None, "dd."]
-    assert errors == [None, batch_inference.NOTHING_TO_TOKENISE, None, "empty text", batch_inference.NOTHING_TO_TOKENISE,
-                      None, "missing text (null)", batch_inference.NOTHING_TO_TOKENISE, None]
+    nothing = batch_inference.NOTHING_TO_TOKENISE
+    assert errors == [None, nothing, None, "empty text", nothing, None, "missing text (null)", nothing, None]
     assert fake.calls[0] == ["\u200b", "\x00", "a.", "\u200b\u200b"]  # shortest first: a length bucket
     # a batch made only of texts with nothing to tokenise is marked, not fatal
     records, errors = batch_inference.predict_rows(None, None, ["\u200b"] * 5, batch_size=4, predict_kwargs={})
