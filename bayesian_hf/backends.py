@@ -51,18 +51,20 @@ def resolve_backend(path: str | os.PathLike, backend: str = "auto") -> str:
 
 
 def compile_model(model: Any) -> Any:
-    """``torch.compile`` the model's forward, falling back to eager (with a warning that says why) when
-    compilation fails. Compilation is lazy, so one small warm-up batch is run here to surface failures at load
-    time rather than on the first request."""
+    """``torch.compile`` the encoder (``model.bert``: the embeddings with the k orderings and the blocks, where the
+    time goes), falling back to eager (with a warning that says why) when compilation fails. The head, the
+    posterior predictive and the numpy calibrator stay eager (dynamo cannot trace the calibrator's numpy).
+    Compilation is lazy, so one small warm-up batch is run here to surface failures at load time rather than on
+    the first request."""
     import torch
 
-    eager_forward = model.forward
+    encoder = model.bert
+    eager_forward = encoder.forward
     try:
-        compiled = torch.compile(eager_forward, dynamic=True)
-        model.forward = compiled
+        encoder.forward = torch.compile(eager_forward, dynamic=True)
         _warm_up(model)
     except Exception as err:  # noqa: BLE001 -- any compiler failure (no C++ compiler, unsupported op) falls back
-        model.forward = eager_forward
+        encoder.forward = eager_forward
         logger.warning("torch.compile failed (%s: %s); falling back to eager PyTorch", type(err).__name__, str(err)[:300])
         model.compiled = False
         return model

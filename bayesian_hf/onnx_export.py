@@ -251,8 +251,11 @@ def export_onnx(
         for name in _CARRIED:
             if os.path.isfile(os.path.join(model_dir, name)):
                 shutil.copy(os.path.join(model_dir, name), os.path.join(staging, name))
+        from .folder_integrity import weights_fingerprint
+
         manifest = build_manifest(staging, config, opset=opset, quantize=quantize, source=model_dir,
-                                  posterior_fitted=bool(getattr(model, "has_posterior", False)))
+                                  posterior_fitted=bool(getattr(model, "has_posterior", False)),
+                                  source_weights_sha256=weights_fingerprint(model_dir))
         with open(os.path.join(staging, EXPORT_MANIFEST), "w", encoding="utf-8") as handle:
             json.dump(manifest, handle, indent=2, sort_keys=True)
         if os.path.exists(output):
@@ -276,13 +279,29 @@ def _quantize_int8(onnx_path: str) -> None:
     quantized = os.path.join(folder, "quantized.onnx")
     quant_pre_process(onnx_path, prepared, skip_symbolic_shape=True)
     quantize_dynamic(prepared, quantized, weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul", "Gemm"])
+                     op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=_kept_in_fp32(prepared))
     os.replace(quantized, onnx_path)
     os.remove(prepared)
 
 
+def _kept_in_fp32(onnx_path: str) -> list[str]:
+    """MatMul/Gemm nodes left in fp32 by the INT8 export: the factored embeddings of the k orderings (products with
+    the position table and the first block's folded projections, scoped directly under ``bert``), the pooler, the
+    classifier and the posterior (the logit variances behind the epistemic uncertainty are small differences that
+    8-bit weights distort). They are a small share of the time; the blocks above are quantised."""
+    import re
+
+    import onnx
+
+    pattern = re.compile(r"^/inner/bert/MatMul(_\d+)?$|/pooler/|/classifier/|/posterior/")
+    graph = onnx.load(onnx_path, load_external_data=False).graph
+    names = [node.name for node in graph.node if node.op_type in ("MatMul", "Gemm") and pattern.search(node.name)]
+    # the quantiser rewrites a Gemm as "<name>_MatMul" + Add before it looks at the exclusions
+    return names + [f"{name}_MatMul" for name in names]
+
+
 def build_manifest(folder: str, config: Any, *, opset: int, quantize: str | None, source: str,
-                   posterior_fitted: bool) -> dict[str, Any]:
+                   posterior_fitted: bool, source_weights_sha256: str | None = None) -> dict[str, Any]:
     """The manifest of an export folder: format, opset, versions, labels, graph inputs/outputs and checksums."""
     from .calibration import CALIBRATION_FILENAME
 
@@ -305,7 +324,9 @@ def build_manifest(folder: str, config: Any, *, opset: int, quantize: str | None
             ONNX_FILENAME: sha256_file(os.path.join(folder, ONNX_FILENAME)),
             CALIBRATION_FILENAME: sha256_file(calibration) if os.path.isfile(calibration) else None,
         },
-        "source": os.path.abspath(source),
+        # the weights the graph was exported from; calibration.json is bound to them (its weights_sha256)
+        "source_weights_sha256": source_weights_sha256,
+        "source": os.path.basename(os.path.normpath(source)),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

@@ -117,7 +117,12 @@ class OnnxBayesianModel:
         calibration = None
         calibration_path = os.path.join(path, CALIBRATION_FILENAME)
         if os.path.isfile(calibration_path):
-            calibration = load_calibration(calibration_path, label2id=dict(config.label2id))
+            # as from_pretrained: both label maps, and the weights the calibrator was fit on (those exported)
+            calibration = load_calibration(
+                calibration_path, label2id=dict(config.label2id),
+                id2label={int(k): str(v) for k, v in config.id2label.items()},
+                weights_sha256=manifest.get("source_weights_sha256"),
+            )
             if calibration.calibrator.num_classes not in (None, config.num_labels):
                 raise ValueError(f"{path}: the calibrator was fit for {calibration.calibrator.num_classes} classes, "
                                  f"the model has {config.num_labels}")

