@@ -38,7 +38,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 # a relative import of a named module, so transformers copies metrics.py with this file for trust_remote_code
+from .folder_integrity import temp_name
 from .metrics import (
     NLL_EPS,
     _labels,
@@ -1079,9 +1079,9 @@ def save_calibration(
     out = _resolve(path)
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(out)}.", suffix=".tmp")
+    tmp = os.path.join(folder, temp_name(os.path.basename(out)))  # its owner's pid: removed if the writer is killed
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "x", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

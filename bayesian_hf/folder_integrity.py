@@ -267,6 +267,28 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatch(name, p) for p in patterns)
 
 
+def temp_name(name: str) -> str:
+    """A hidden temporary name for writing ``name`` next to it (then ``os.replace``): ``.NAME.PID-RAND-HOST.tmp``,
+    so :func:`recover_interrupted_save` can remove the ones a killed process left."""
+    return f".{name}.{os.getpid()}-{secrets.token_hex(4)}-{_HOST}.tmp"
+
+
+_TEMP_OWNER = re.compile(r"\.(\d+)-[0-9a-f]+-([A-Za-z0-9]+)\.tmp$")
+
+
+def _remove_dead_temp_files(folder: Path) -> bool:
+    removed = False
+    for entry in folder.iterdir():
+        match = _TEMP_OWNER.search(entry.name)
+        if not (entry.name.startswith(".") and match and entry.is_file()):
+            continue
+        pid, host = int(match.group(1)), match.group(2)
+        if host == _HOST and pid != os.getpid() and not _pid_alive(pid):
+            entry.unlink()
+            removed = True
+    return removed
+
+
 def is_transient_name(name: str) -> bool:
     """Names of temporary entries that are never part of a model folder (and never pushed)."""
     return name.endswith(".tmp") or STAGING_MARK in name or ASIDE_MARK in name
@@ -350,6 +372,8 @@ def recover_interrupted_save(folder: str | os.PathLike, *, children: bool = True
         if folder.is_dir():  # killed right after the atomic exchange: this path holds the old folder
             _move_missing(staging, folder)
         shutil.rmtree(staging, ignore_errors=True)
+        repaired = True
+    if folder.is_dir() and _remove_dead_temp_files(folder):  # files a killed process was writing
         repaired = True
     if folder.is_dir():  # staging of an in-place save (a folder that could not be renamed) killed half-way
         for entry in list(folder.iterdir()):
@@ -493,6 +517,7 @@ __all__ = [
     "portable_mapping",
     "portable_name",
     "recover_interrupted_save",
+    "temp_name",
     "weight_files",
     "weights_fingerprint",
 ]

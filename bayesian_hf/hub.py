@@ -16,7 +16,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from .metrics import plot_reliability_diagram
 from .modeling_bayesian_expectation import RELIABILITY_PNG as RELIABILITY_DIAGRAM
 from .modeling_bayesian_expectation import RISK_COVERAGE_PNG
-from .folder_integrity import is_transient_name, portable_name
+from .folder_integrity import is_transient_name, portable_name, temp_name
 from .resources import packaged_file
 
 TEMPLATE = "model_card_template.md"  # in model_cards/, see resources.packaged_file
@@ -118,7 +118,7 @@ def write_model_card(
 def _atomic_file(path: Path) -> Iterator[str]:
     """A temporary path next to ``path`` (hidden, ``.tmp``: never pushed) that replaces ``path`` in one
     ``os.replace`` when the block ends; removed on failure. A process killed mid-write leaves the old file."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    tmp = path.parent / temp_name(path.name)
     try:
         yield str(tmp)
         with open(tmp, "rb") as f:

@@ -163,8 +163,13 @@ def test_load_recovers_a_save_killed_between_its_renames(folder, models):
     aside = Path(folder).parent / f".{Path(folder).name}.old-999999-abcd"
     os.rename(folder, aside)  # what the non-atomic swap leaves when killed between its two renames
     (Path(folder).parent / f".{Path(folder).name}.saving-999999-abcd").mkdir()
+    from bayesian_hf.folder_integrity import temp_name
+
+    dead = temp_name("calibration.json").replace(f".{os.getpid()}-", ".999999-")  # a writer killed mid-write
+    (aside / dead).write_text("{")
     assert observe(folder) == models["expected"]
     assert sorted(p.name for p in Path(folder).parent.iterdir()) == ["model"]
+    assert not [n for n in os.listdir(folder) if n.endswith(".tmp")]
 
 
 def test_push_ignores_temporary_and_replaced_files(folder):
