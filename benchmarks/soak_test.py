@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import os
 import random
+import shlex
 import signal
 import socket
 import subprocess
@@ -399,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
     report = summarise(run, health, rss, cap, args, rate)
-    report["command"] = "python benchmarks/soak_test.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    report["command"] = "python benchmarks/soak_test.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2))
     write_markdown(report, RESULTS / f"{args.name}.md")
