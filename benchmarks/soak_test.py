@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from load_test import cpu_name, free_port, load_average  # noqa: E402
+from load_test import cpu_name, free_port, load_average  # noqa: E402  (benchmarks/load_test.py)
 
 
 # --------------------------------------------------------------------------------------------- server
@@ -338,7 +338,8 @@ Reproduce: `{report['command']}`
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="model folder to serve")
+    parser.add_argument("--model", required=True, help="model folder to serve, or 'minilm': the load test's model "
+                        "(the embedded MiniLM converted with from_bert, untrained head), written to a temporary folder")
     parser.add_argument("--model-label", help="how the report names the model (default: the path)")
     parser.add_argument("--duration", type=float, default=600.0, help="soak seconds (default 600)")
     parser.add_argument("--capacity-seconds", type=float, default=30.0)
@@ -355,9 +356,13 @@ def main(argv: list[str] | None = None) -> int:
 
     texts = list(load_exchangeable_reviews(train_size=10, validation_size=0, calibration_size=10, test_size=300,
                                            ood_size=0, seed=1)["test"]["text"])
+    log_path = Path(tempfile.mkdtemp(prefix="soak-")) / "server.log"
+    if args.model == "minilm":
+        from load_test import make_model
+
+        args.model = make_model(log_path.parent / "model")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log_path = Path(tempfile.mkdtemp(prefix="soak-")) / "server.log"
     proc = start_server(args.model, port, args.server_flags, log_path)
     try:
         wait_ready(url, proc)
