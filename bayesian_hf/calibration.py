@@ -1,4 +1,4 @@
-"""Post-hoc calibration and conformal prediction sets (DESIGN 3.7).
+"""Post-hoc calibration and conformal prediction sets (docs/design.md §10).
 
 Calibrators map logits ``(N, C)`` to calibrated probabilities ``(N, C)``.  Log-probabilities
 count as logits (softmax of log p is p), so the model's ``logits`` output, which is the log of

@@ -1,4 +1,4 @@
-"""Diagnostics: the optimal chain-of-thought length of DESIGN 3.6.
+"""Diagnostics: the optimal chain-of-thought length of docs/design.md §13.3.
 
 Chlon et al. (arXiv 2507.11768) derive the number of reasoning steps that minimises expected loss for a context
 of n exchangeable pieces of evidence: ``k* = sqrt(n * alpha / (H * (B0 - B_opt))) * log2(1 / epsilon)``. It is a
@@ -58,7 +58,7 @@ def positional_bias(
     num_bins: int = 8,
     seed: int = 0,
 ) -> dict[str, list[float]]:
-    """Per-position bias of single realizations and its Fourier spectrum (DESIGN 3.5).
+    """Per-position bias of single realizations and its Fourier spectrum (docs/design.md §13.2).
 
     For every example with m >= 2 units, k orderings are run one at a time (batched as B*k examples with one
     explicit ordering each). For realization pi, ``d = log p_pi(y*) - mean_pi log p_pi(y*)`` is the realization

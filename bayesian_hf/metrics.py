@@ -1,4 +1,4 @@
-"""Classification, calibration and uncertainty metrics (DESIGN 3.8).
+"""Classification, calibration and uncertainty metrics (docs/design.md §13.1).
 
 Everything here is pure numpy and vectorised.  Inputs may be numpy arrays, lists or torch
 tensors (converted by :func:`to_numpy`).  Conventions used throughout:

@@ -1,4 +1,4 @@
-"""Positional bias of single realizations vs the expectation (DESIGN 3.5), with its Fourier spectrum.
+"""Positional bias of single realizations vs the expectation (docs/design.md §13.2), with its Fourier spectrum.
 
 Runs `bayesian_hf.diagnostics.positional_bias` on a fine-tuned model (default: the `make run` output,
 outputs/quickstart) over the embedded test split, and writes benchmarks/results/positional_bias_cpu.{json,md}.
@@ -67,7 +67,7 @@ def main() -> None:
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
-        "# Positional bias of single orderings (DESIGN 3.5)",
+        "# Positional bias of single orderings (docs/design.md §13.2)",
         "",
         f"Model: `{args.model}` (the `make run` quickstart model). {report['examples']} multi-sentence test texts of the "
         f"embedded dataset, {args.orderings} sampled orderings each, every ordering run on its own. "

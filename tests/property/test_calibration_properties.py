@@ -1,4 +1,4 @@
-"""Property tests for calibration (DESIGN 3.7) with hypothesis.
+"""Property tests for calibration (docs/design.md §10) with hypothesis.
 
 Data are generated from a seed drawn by hypothesis: logits ``z`` define a well-specified model
 (labels ~ softmax(z)); sharpening (``factor * z`` with factor > 1) makes it over-confident.

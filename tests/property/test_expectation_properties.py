@@ -1,4 +1,4 @@
-"""DESIGN 3.1-3.3 properties: each of these fails on a no-op or biased implementation.
+"""Properties of docs/design.md §4, §5.7, §7 and §9: each of these fails on a no-op or biased implementation.
 
 All in float64, eval mode, dropout off, on tiny random configs.
 """

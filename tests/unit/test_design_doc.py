@@ -47,3 +47,11 @@ def test_every_design_citation_names_an_existing_section():
             if section not in sections:
                 bad.append(f"{path.relative_to(REPO)}: docs/design.md §{section}")
     assert not bad, "citations of sections docs/design.md does not have:\n" + "\n".join(sorted(bad))
+
+
+def test_nothing_cites_a_design_outside_the_repository():
+    outside = re.compile(r"DESIGN(\.md| *§| +\d)")
+    bad = [f"{path.relative_to(REPO)}:{i}" for path in _citing_files()
+           for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1)
+           if outside.search(line)]
+    assert not bad, "cite docs/design.md §N instead of the design spec outside the repository:\n" + "\n".join(bad)

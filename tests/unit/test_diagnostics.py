@@ -1,4 +1,4 @@
-"""Diagnostics: optimal chain-of-thought length (DESIGN 3.6) and positional bias (DESIGN 3.5)."""
+"""Diagnostics: optimal chain-of-thought length (docs/design.md §13.3) and positional bias (docs/design.md §13.2)."""
 
 from __future__ import annotations
 
