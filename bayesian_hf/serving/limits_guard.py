@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -202,15 +203,63 @@ def request_work(tokens: Sequence[int], units: Sequence[int], num_orderings: int
     return sum(t * effective_orderings(u, num_orderings) for t, u in zip(tokens, units))
 
 
-def measure_texts(tokenizer: Any, texts: Sequence[str], *, max_length: int, segmentation: str
-                  ) -> tuple[list[int], list[int], list[int]]:
+_WORD = re.compile(r"\w+")
+
+
+def work_lower_bound(texts: Sequence[str], num_orderings: int, *, max_length: int, segmentation: str) -> int:
+    """A lower bound of :func:`request_work` computed without tokenising (a few ms for 64 x 10 kB), so a request
+    far over the budget is refused before the tokenizer spends a second on it.
+
+    Per text: tokens >= min(max_length, word runs + 2), since every run of word characters gives at least one
+    token; units >= the sentences that start before character ``max_length - 2`` and hold a word character,
+    since a token covers at least one character, so such a sentence starts inside the kept tokens."""
+    from ..orderings import split_sentences
+
+    total = 0
+    for text in texts:
+        words = sum(1 for _ in itertools.islice(_WORD.finditer(text), max_length))
+        tokens = min(max_length, words + 2) if words else 0
+        units = 1 if words else 0
+        if segmentation == "sentence" and words:
+            head = text[: max_length - 2]
+            units = max(1, sum(1 for start, end in split_sentences(head) if _WORD.search(text, start, end)))
+        total += tokens * effective_orderings(units, num_orderings)
+    return total
+
+
+def _prefix(text: str, chars: int) -> str:
+    """``text`` cut at the last space before ``chars`` characters (the whole text when it is shorter or has no
+    space there): a space ends a word for every tokenizer, so the tokens and units of the prefix are the first
+    ones of the whole text."""
+    if len(text) <= chars:
+        return text
+    cut = text.rfind(" ", 0, chars)
+    return text[:cut] if cut > 0 else text
+
+
+def measure_texts(tokenizer: Any, texts: Sequence[str], *, max_length: int, segmentation: str,
+                  chars_per_token: int = 6) -> tuple[list[int], list[int], list[int]]:
     """Per text: tokens after truncation (special tokens included), units, and content tokens (tokens that
-    belong to a unit; 0 means nothing to classify). Runs the same tokenisation as ``predict``."""
+    belong to a unit; 0 means nothing to classify). Runs the same tokenisation as ``predict``.
+
+    Only a prefix of ``chars_per_token * max_length`` characters (cut at a space) is tokenised first: when it
+    already fills ``max_length`` tokens the counts are exact, since the rest would be truncated; the few texts
+    whose prefix does not are measured whole. A 64 x 10 kB request is measured in a fraction of the time its
+    full tokenisation takes, so requests refused for their work cost little to refuse."""
     from ..orderings import tokenize_with_units
 
-    enc = tokenize_with_units(tokenizer, list(texts), max_length=max_length, segmentation=segmentation,
-                              padding=False, return_tensors=None)
-    tokens = [len(ids) for ids in enc["input_ids"]]
-    units = [max(u, default=0) for u in enc["unit_ids"]]
-    content = [sum(1 for x in u if x > 0) for u in enc["unit_ids"]]
+    def run(batch: list[str]) -> tuple[list[int], list[int], list[int]]:
+        enc = tokenize_with_units(tokenizer, batch, max_length=max_length, segmentation=segmentation,
+                                  padding=False, return_tensors=None)
+        return ([len(ids) for ids in enc["input_ids"]], [max(u, default=0) for u in enc["unit_ids"]],
+                [sum(1 for x in u if x > 0) for u in enc["unit_ids"]])
+
+    texts = list(texts)
+    prefixes = [_prefix(t, chars_per_token * max_length) for t in texts]
+    tokens, units, content = run(prefixes)
+    redo = [i for i, (t, p) in enumerate(zip(texts, prefixes)) if len(p) < len(t) and tokens[i] < max_length]
+    if redo:
+        full = run([texts[i] for i in redo])
+        for j, i in enumerate(redo):
+            tokens[i], units[i], content[i] = full[0][j], full[1][j], full[2][j]
     return tokens, units, content

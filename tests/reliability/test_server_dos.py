@@ -305,7 +305,7 @@ def test_measuring_and_inference_never_share_a_tokenizer_state(tiny_folder):
     def measure_side() -> None:
         for _ in range(200):
             try:
-                assert len(state.measure(texts)[0]) == len(texts)
+                assert len(state.measure(texts, 4)[0]) == len(texts)
             except Exception as err:  # noqa: BLE001
                 errors.append(repr(err))
 

@@ -232,3 +232,25 @@ def test_parse_json_body_matches_json_loads_on_valid_bodies():
         assert parse_json_body(raw, BodyLimits(8, 1000)) == json.loads(raw)
         raw = json.dumps(body, indent=2).encode()
         assert parse_json_body(raw, BodyLimits(8, 1000)) == json.loads(raw)
+
+
+def test_the_work_estimate_is_exact_and_its_lower_bound_is_one(minilm_path):
+    """measure_texts tokenises only a prefix when that fills the token limit: the counts must equal those of the
+    whole texts; work_lower_bound (no tokenizer) must never exceed the measured work."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    from bayesian_hf.serving.limits_guard import measure_texts, request_work, work_lower_bound
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    rng = random.Random(0)
+    words = ["good", "bad", "x" * 99, "Ünïcødé", "漢字テスト", "a.", "b!", "end.", "\u200b", "[SEP]", "co-op", "1,000.5"]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 2500)))[:10000] for _ in range(60)]
+    for max_length in (32, 128, 512):
+        exact = measure_texts(tokenizer, texts, max_length=max_length, segmentation="sentence", chars_per_token=10**9)
+        assert measure_texts(tokenizer, texts, max_length=max_length, segmentation="sentence") == exact
+        for k in (1, 8, 64):
+            for i, text in enumerate(texts):
+                bound = work_lower_bound([text], k, max_length=max_length, segmentation="sentence")
+                assert bound <= request_work([exact[0][i]], [exact[1][i]], k), (max_length, k, text[:60])
