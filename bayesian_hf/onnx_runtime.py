@@ -133,6 +133,9 @@ class OnnxBayesianModel:
         if num_threads:
             options.intra_op_num_threads = int(num_threads)
         options.inter_op_num_threads = 1
+        # no busy-waiting of the thread pool between runs: on a small or shared CPU spinning threads take cores
+        # from the tokenizer, the server's event loop and any other model in the process
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(os.path.join(path, ONNX_FILENAME), options,
                                        providers=providers or ["CPUExecutionProvider"])
         tokenizer = AutoTokenizer.from_pretrained(path)
