@@ -89,8 +89,8 @@ def load_torch(
 ) -> tuple[Any, Any]:
     """The PyTorch model (eval mode, ``calibration.json`` attached) and its tokenizer."""
     import torch
-    from transformers import AutoTokenizer
 
+    from .folder_integrity import load_checked_tokenizer
     from .modeling_bayesian_expectation import BayesianExpectationForSequenceClassification
 
     if torch_threads:
@@ -100,7 +100,7 @@ def load_torch(
     model.compiled = False
     if compile:
         model = compile_model(model)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_checked_tokenizer(path, model.config)
     return model, tokenizer
 
 

@@ -424,6 +424,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Classify every row of a csv/jsonl/parquet file into a parquet/csv/jsonl file with all prediction columns:
+    length-bucketed batches, resumable parts, shards (--num_shards/--shard_index, torchrun, accelerate launch,
+    Kubernetes indexed Jobs, Slurm arrays). Bad rows are kept and marked. See docs/batch_inference.md."""
+    from .batch_inference import main as predict_main
+
+    return predict_main(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a model folder to ONNX (fp32, or --quantize int8) with its config, tokenizer, calibration.json and a
+    checksummed manifest; `serve` and `predict` run the result with ONNX Runtime. See docs/inference_backends.md."""
+    from .onnx_export import cmd_export as export_main
+
+    return export_main(args)
+
+
 # subcommands whose unknown flags are passed on to the training argument parser
 _PASS_THROUGH = {"train", "quickstart"}
 
@@ -520,6 +537,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help=cmd_serve.__doc__, description=cmd_serve.__doc__)
     add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
+    from .onnx_export import add_export_arguments
+
+    export = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__)
+    add_export_arguments(export)
+    export.set_defaults(func=cmd_export)
+    from .batch_inference import add_predict_arguments
+
+    predict = sub.add_parser("predict", help=cmd_predict.__doc__, description=cmd_predict.__doc__)
+    add_predict_arguments(predict)
+    predict.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -105,8 +105,8 @@ class OnnxBayesianModel:
                         providers: list[str] | None = None) -> "OnnxBayesianModel":
         """Verify and load an export folder (``ValueError`` for a tampered or mismatched folder)."""
         import onnxruntime as ort
-        from transformers import AutoTokenizer
 
+        from .folder_integrity import load_checked_tokenizer
         from .onnx_export import ONNX_FILENAME, verify_export
 
         path = os.fspath(path)
@@ -138,7 +138,7 @@ class OnnxBayesianModel:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(os.path.join(path, ONNX_FILENAME), options,
                                        providers=providers or ["CPUExecutionProvider"])
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = load_checked_tokenizer(path, config)
         return cls(path, session, config, calibration, manifest, tokenizer)
 
     # the parts of the nn.Module interface the callers use -------------------------------------------------

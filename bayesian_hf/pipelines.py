@@ -5,6 +5,7 @@ model outputs into ``label / score / probabilities / uncertainty / decision`` re
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,9 +18,14 @@ from .metrics import to_numpy
 from .orderings import tokenize_with_units
 from .risk_control import ACCEPT_NOTHING
 
+logger = logging.getLogger(__name__)
+
 #: Used when neither the call nor the model's calibration (its stored ``decision_thresholds``) gives thresholds.
 DEFAULT_THRESHOLDS: dict[str, float] = {"accept": 0.9, "review": 0.6}
 DEFAULT_COT_PARAMS: dict[str, float] = {"alpha": 1.0, "bits_gap": 1.0, "epsilon": 0.05}
+#: The most orderings :func:`predict` and the pipeline run per text, whichever source asks (a call or the model
+#: config's ``num_orderings``); the server applies its own ``--max-num-orderings`` the same way.
+MAX_NUM_ORDERINGS = 1024
 OUTPUT_KEYS = ("logits", "probs", "calibrated_probs", "epistemic", "aleatoric", "total", "order_dispersion", "num_units")
 
 
@@ -74,6 +80,40 @@ def default_thresholds(model: Any) -> dict[str, float]:
     return stored if stored is not None else dict(DEFAULT_THRESHOLDS)
 
 
+def resolve_num_orderings(model: Any, num_orderings: int | None = None,
+                          max_num_orderings: int = MAX_NUM_ORDERINGS) -> int:
+    """The orderings of one call: ``num_orderings``, else the model config's, clamped to ``max_num_orderings``.
+
+    A call asking for more than the limit is an error (the caller chose it); a config asking for more is clamped
+    with a warning (a model folder must not make every call allocate ``k`` copies of the activations).
+    """
+    if num_orderings is not None:
+        if isinstance(num_orderings, bool) or not isinstance(num_orderings, int) or num_orderings < 1:
+            raise ValueError(f"num_orderings must be an integer >= 1, got {num_orderings!r}")
+        if num_orderings > max_num_orderings:
+            raise ValueError(f"num_orderings={num_orderings} exceeds the limit of {max_num_orderings}; ask for fewer")
+        return num_orderings
+    configured = getattr(model.config, "num_orderings", 1)
+    if isinstance(configured, bool) or not isinstance(configured, int) or configured < 1:
+        raise ValueError(f"the model config's num_orderings must be an integer >= 1, got {configured!r}")
+    if configured > max_num_orderings:
+        logger.warning("the model config asks for num_orderings=%d; using the limit %d", configured,
+                       max_num_orderings)
+        return max_num_orderings
+    return configured
+
+
+def check_has_content(unit_ids: Any) -> None:
+    """Raise ``ValueError`` for a text with nothing to classify: no token besides the special ones (text made of
+    control, NUL or zero-width characters only), like an empty text. ``unit_ids``: (batch, seq) from
+    :func:`~bayesian_hf.orderings.tokenize_with_units`."""
+    empty = (torch.as_tensor(unit_ids) > 0).sum(dim=-1) == 0
+    if bool(empty.any()):
+        i = int(empty.nonzero()[0, 0])
+        raise ValueError(f"text {i} has nothing to classify: no token besides the special ones (only control, NUL "
+                         "or zero-width characters?)")
+
+
 def decide(confidence: float, thresholds: Mapping[str, float], set_size: int | None = None) -> str:
     """``accept`` when the calibrated confidence reaches ``accept``, ``review`` when it reaches ``review``,
     otherwise ``escalate``. A caller may also pass ``set_size`` to require a one-label conformal set for
@@ -98,8 +138,12 @@ def format_predictions(
     return_cot: bool = False,
     cot_params: Mapping[str, float] | None = None,
     calibration: Any | None = None,
+    return_raw_probabilities: bool = False,
 ) -> list[dict[str, Any]]:
     """One record per example from model outputs (tensors or arrays with a leading batch dimension).
+
+    ``return_raw_probabilities`` adds ``"raw_probabilities"``: the model's own (uncalibrated) predictive
+    probabilities, next to ``"probabilities"`` (the calibrated ones when a calibrator is attached).
 
     ``calibration`` (the model's ``LoadedCalibration``, optional) supplies the default thresholds -- its stored
     ``decision_thresholds``, else :data:`DEFAULT_THRESHOLDS` -- and, when ``conformal`` is not given, the
@@ -122,6 +166,8 @@ def format_predictions(
             "score": confidence,
             "calibrated": calibrated,
             "probabilities": {id2label[c]: float(p) for c, p in enumerate(probs[i])},
+            **({"raw_probabilities": {id2label[c]: float(p) for c, p in enumerate(arrays["probs"][i])}}
+               if return_raw_probabilities else {}),
             "uncertainty": {
                 "epistemic": float(arrays["epistemic"][i]),
                 "aleatoric": float(arrays["aleatoric"][i]),
@@ -155,13 +201,16 @@ def predict(
     max_length: int | None = None,
     return_cot: bool = False,
     cot_params: Mapping[str, float] | None = None,
+    max_num_orderings: int = MAX_NUM_ORDERINGS,
+    return_raw_probabilities: bool = False,
 ) -> list[dict[str, Any]]:
     """Classify ``texts`` in ONE forward pass and return one record per text (see :func:`format_predictions`).
 
     ``seed`` replaces the model's ordering seed for this call; results never depend on the other texts.
     Texts longer than ``max_length`` are truncated and flagged ``"truncated": true``.  Without ``thresholds``
     (or for the keys it leaves out) the model calibration's stored ``decision_thresholds`` apply when present,
-    else :data:`DEFAULT_THRESHOLDS`.
+    else :data:`DEFAULT_THRESHOLDS`. ``num_orderings`` (default: the model config's) is at most
+    ``max_num_orderings`` (see :func:`resolve_num_orderings`). A text with nothing to tokenise is a ``ValueError``.
     """
     if isinstance(texts, str) or not len(texts):
         raise ValueError("texts must be a non-empty list of strings")
@@ -174,6 +223,8 @@ def predict(
         tokenizer, list(texts), max_length=max_length or min(config.max_position_embeddings, 512),
         segmentation=config.unit_segmentation,
     )
+    check_has_content(enc["unit_ids"])
+    num_orderings = resolve_num_orderings(model, num_orderings, max_num_orderings)
     truncated = enc.pop("truncated").tolist()
     device = next(model.parameters()).device
     with torch.inference_mode():
@@ -188,6 +239,7 @@ def predict(
         truncated=truncated,
         return_cot=return_cot,
         cot_params=cot_params,
+        return_raw_probabilities=return_raw_probabilities,
     )
 
 
@@ -248,13 +300,16 @@ class UncertaintyClassificationPipeline(Pipeline):
         if not isinstance(inputs, str) or not inputs.strip():
             raise ValueError("uncertainty-classification needs a non-empty string")
         config = self.model.config
-        return tokenize_with_units(
+        enc = tokenize_with_units(
             self.tokenizer, [inputs], max_length=max_length or min(config.max_position_embeddings, 512),
             segmentation=config.unit_segmentation,
         )
+        check_has_content(enc["unit_ids"])
+        return enc
 
     def _forward(self, model_inputs: dict[str, torch.Tensor], num_orderings: int | None = None, seed: int | None = None):
         truncated = model_inputs.pop("truncated")
+        num_orderings = resolve_num_orderings(self.model, num_orderings)
         out = self.model(**model_inputs, num_orderings=num_orderings, ordering_seed=seed)
         result = {k: getattr(out, k) for k in OUTPUT_KEYS if getattr(out, k, None) is not None}
         result["truncated"] = truncated

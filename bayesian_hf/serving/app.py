@@ -15,6 +15,7 @@ with their traceback server-side and answered with a generic 500 that carries no
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import hashlib
 import logging
@@ -27,21 +28,34 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..drift import DEFAULT_MIN_SAMPLES, DriftWindow, ReferenceSketch, drift_statistics, record_signals
-from .auth import ApiKeyAuth, AuthError, RateLimiter
-from .batching import BatcherClosed, MicroBatcher, PredictParams
+from .auth import AuthError
+from .batching import BatcherClosed, MicroBatcher, Overloaded, PredictParams
+from .limits_guard import (
+    BodyLimitError,
+    BodyLimits,
+    measure_texts,
+    parse_json_body,
+    request_work,
+    work_lower_bound,
+)
+from .jwt_auth import REQUIRED_SCOPES, Authenticator
 from .metrics import ServiceMetrics, observe_shadow
+from .rate_limit import RateLimiter
 from .schemas import (
     BatchPredictRequest,
     BatchPredictResponse,
@@ -70,7 +84,8 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large",
                  415: "unsupported_media_type", 422: "validation_error", 429: "rate_limited",
-                 500: "internal_error", 503: "unavailable", 504: "timeout"}
+                 499: "client_closed_request", 500: "internal_error", 503: "unavailable", 504: "timeout"}
+CLIENT_CLOSED = 499  # the client went away before the answer (nginx's code); counted apart from errors
 
 Loader = Callable[[ServeSettings], tuple[Any, Any]]
 
@@ -96,18 +111,12 @@ def error_response(request_id: str | None, status: int, code: str, message: str,
 
 # ---------------------------------------------------------------------------------------------------- loading
 def load_model(settings: ServeSettings) -> tuple[Any, Any]:
-    """The default loader: the Bayesian model (with its calibration.json) and its tokenizer, in eval mode."""
-    import torch
-    from transformers import AutoTokenizer
+    """The default loader: the model (with its calibration.json) and its tokenizer, ready for inference, through
+    `bayesian_hf.backends.load_for_inference` (PyTorch or ONNX Runtime per ``settings.backend``)."""
+    from ..backends import load_for_inference
 
-    from ..modeling_bayesian_expectation import BayesianExpectationForSequenceClassification
-
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
-    model = BayesianExpectationForSequenceClassification.from_pretrained(settings.model)
-    model = model.to(settings.device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(settings.model)
-    return model, tokenizer
+    return load_for_inference(settings.model, backend=settings.backend, device=settings.device,
+                              compile=settings.compile, torch_threads=settings.torch_threads)
 
 
 def _card_metrics(model_path: str) -> list[dict[str, Any]] | None:
@@ -191,7 +200,7 @@ def build_model_info(settings: ServeSettings, model: Any) -> dict[str, Any]:
                   "python": platform.python_version()},
         labels=labels,
         num_labels=config.num_labels,
-        num_orderings=settings.num_orderings or config.num_orderings,
+        num_orderings=settings.num_orderings or min(int(config.num_orderings), settings.max_num_orderings),
         config=config_dict,
         calibration=calib,
         card_metrics=[CardMetric(**m) for m in card] if card else None,
@@ -240,10 +249,12 @@ class ServiceState:
         self.settings = settings
         self.loader = loader
         self.metrics = ServiceMetrics()
-        self.auth = ApiKeyAuth.from_file(settings.api_key_file) if settings.api_key_file else None
-        self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
+        self.auth = Authenticator.from_settings(settings)  # API keys and/or JWTs; None: no auth
+        self.limiter = (RateLimiter(settings.rate_limit, settings.rate_limit_storage, registry=self.metrics.registry)
+                        if settings.rate_limit else None)
         self.batcher = MicroBatcher(self.infer, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
-                                    metrics=self.metrics)
+                                    max_pass_work=settings.max_pass_work,
+                                    max_queue_delay_s=settings.max_queue_delay_s, metrics=self.metrics)
         self.model: Any = None
         self.tokenizer: Any = None
         self.info: dict[str, Any] | None = None
@@ -258,6 +269,8 @@ class ServiceState:
         self._shadow_busy = threading.Lock()
         self._shadow_random = random.Random()
         self._label_ids: dict[str, int] = {}
+        self._measure_tokenizer: Any = None
+        self.measure_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bayesian-hf-measure")
 
     def infer(self, texts: list[str], params: PredictParams) -> list[dict[str, Any]]:
         """One forward pass (runs in the batcher's worker thread)."""
@@ -265,7 +278,43 @@ class ServiceState:
 
         return predict(self.model, self.tokenizer, texts, num_orderings=params.num_orderings,
                        thresholds=dict(params.thresholds), max_length=self.settings.max_length,
-                       return_cot=params.return_cot)
+                       return_cot=params.return_cot, max_num_orderings=self.settings.max_num_orderings)
+
+    @property
+    def max_length(self) -> int:
+        """Token limit per text, as ``predict`` applies it."""
+        return self.settings.max_length or min(int(self.model.config.max_position_embeddings), 512)
+
+    def measure(self, texts: list[str], num_orderings: int) -> tuple[list[int], list[int], list[int]] | int:
+        """Tokens, units and content tokens per text, with the tokenisation ``predict`` runs; or, for a request
+        whose work is over ``max_request_work`` even by a lower bound computed without the tokenizer, that bound.
+        Runs in the one measuring thread, on a copy of the tokenizer: a fast tokenizer is not thread-safe (its
+        padding and truncation state is changed by each call), and the inference thread uses the original."""
+        bound = work_lower_bound(texts, num_orderings, max_length=self.max_length,
+                                 segmentation=self.model.config.unit_segmentation)
+        if bound > self.settings.max_request_work:
+            return bound
+        if self._measure_tokenizer is None:
+            self._measure_tokenizer = copy.deepcopy(self.tokenizer)
+        return measure_texts(self._measure_tokenizer, texts, max_length=self.max_length,
+                             segmentation=self.model.config.unit_segmentation)
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM/SIGINT: refuse new predictions (503), and past ``graceful_timeout_s`` (less a margin for the
+        answers to be written) fail whatever is still queued or running with a JSON 503, so every in-flight
+        request is answered before uvicorn's own deadline cancels it."""
+        if self.status == "stopping":
+            return
+        self.status = "stopping"
+        self.metrics.model_ready.set(0)
+        delay = max(0.0, self.settings.graceful_timeout_s - min(0.5, self.settings.graceful_timeout_s / 4))
+
+        def expire() -> None:
+            failed = self.batcher.abort()
+            if failed:
+                logger.warning("graceful timeout: answered %d queued or running request(s) with 503", failed)
+
+        asyncio.get_running_loop().call_later(delay, expire)
 
     async def load(self) -> None:
         try:
@@ -283,7 +332,11 @@ class ServiceState:
         except Exception as err:
             logger.exception("failed to load model %s", self.settings.model)
             self.status = "failed"
-            self.detail = f"{type(err).__name__}: {str(err)[:300]}"
+            # /ready needs no key: no exception text (it may hold paths or file contents), only its type and a
+            # message the loader marked as public (``err.public_detail``)
+            public = getattr(err, "public_detail", None)
+            self.detail = (f"the model could not be loaded ({type(err).__name__}"
+                           f"{': ' + str(public)[:200] if isinstance(public, str) else ''}); see the server log")
             return
         self.model, self.tokenizer, self.info = model, tokenizer, info
         self.shadow = shadow
@@ -412,13 +465,21 @@ class ServiceMiddleware:
             await send(message)
 
         state.metrics.in_flight.inc()
+        disconnected = [False]
         try:
             refusal = self._gate(scope, headers, path, method, request_id)
             if refusal is not None:
                 await refusal(scope, receive, send_wrapper)
                 return
             try:
-                await self.app(scope, self._limited_receive(receive), send_wrapper)
+                await self.app(scope, self._limited_receive(receive, disconnected), send_wrapper)
+            except asyncio.CancelledError:
+                # uvicorn cancels requests still running past its graceful-shutdown deadline: answer with the
+                # documented JSON 503 instead of its plain-text 500
+                if response_started[0] or disconnected[0]:
+                    raise
+                await error_response(request_id, 503, "shutting_down", "the service is shutting down",
+                                     headers={"Retry-After": "5", "Connection": "close"})(scope, receive, send_wrapper)
             except Exception as exc:  # answered here, so the traceback is logged once and never sent
                 logger.error("unhandled error in request %s", request_id, exc_info=(type(exc), exc, exc.__traceback__))
                 if response_started[0]:
@@ -427,29 +488,34 @@ class ServiceMiddleware:
                     scope, receive, send_wrapper)
         finally:
             state.metrics.in_flight.dec()
+            if disconnected[0] and (not response_started[0] or status[0] == CLIENT_CLOSED):
+                status[0] = CLIENT_CLOSED  # the client left: not a server error, not a validation error
             state.metrics.observe_request(endpoint, method, status[0], time.perf_counter() - started)
 
     def _gate(self, scope: dict, headers: dict[str, str], path: str, method: str, request_id: str) -> Response | None:
         """Auth, rate limit and the declared body size, before anything is read."""
         state = self.state
-        if path in PROTECTED_PATHS and method != "OPTIONS":
+        # /metrics needs credentials (scope admin) only when auth is configured; see jwt_auth.REQUIRED_SCOPES
+        authenticated = path in PROTECTED_PATHS or (state.auth is not None and path in REQUIRED_SCOPES)
+        if authenticated and method != "OPTIONS":
             client = (scope.get("client") or ("unknown", 0))[0]
             bucket = f"ip:{client}"
             if state.auth is not None:
                 try:
-                    bucket = "key:" + state.auth.authenticate(headers)
+                    bucket = state.auth.check(headers, path).id  # "key:<key id>" or "jwt:<subject digest>"
                 except AuthError as err:
                     # failed attempts spend the client address's tokens, so keys cannot be guessed at full speed
-                    if state.limiter is not None and err.status == 403:
+                    if state.limiter is not None and err.code in ("invalid_api_key", "invalid_token"):
                         ok, retry_after = state.limiter.acquire(bucket)
                         if not ok:
                             state.metrics.rate_limited.inc()
                             return error_response(request_id, 429, "rate_limited", "too many failed API key "
                                                   f"attempts; retry after {retry_after} s",
                                                   headers={"Retry-After": str(retry_after)})
-                    extra = {"WWW-Authenticate": 'Bearer realm="bayesian-hf"'} if err.status == 401 else None
+                    extra = getattr(err, "headers", None) or (
+                        {"WWW-Authenticate": 'Bearer realm="bayesian-hf"'} if err.status == 401 else None)
                     return error_response(request_id, err.status, err.code, err.message, headers=extra)
-            if state.limiter is not None:
+            if state.limiter is not None and path in PROTECTED_PATHS:
                 ok, retry_after = state.limiter.acquire(bucket)
                 if not ok:
                     state.metrics.rate_limited.inc()
@@ -472,19 +538,75 @@ class ServiceMiddleware:
                                       f"request body exceeds {state.settings.body_limit} bytes")
         return None
 
-    def _limited_receive(self, receive: Callable) -> Callable:
+    def _limited_receive(self, receive: Callable, disconnected: list[bool]) -> Callable:
+        """``receive`` with the body limit (413), the body deadline (JSON 408 ``body_timeout_s`` after the first
+        read: uvicorn has no body timeout) and a note when the client disconnected."""
         limit = self.state.settings.body_limit
+        timeout = self.state.settings.body_timeout_s
         seen = [0]
+        deadline: list[float | None] = [None]
+        complete = [False]
 
         async def limited() -> dict:
-            message = await receive()
+            if complete[0]:  # the body is in: later reads only wait for a disconnect
+                message = await receive()
+            else:
+                if deadline[0] is None:
+                    deadline[0] = time.monotonic() + timeout
+                try:
+                    message = await asyncio.wait_for(receive(), max(deadline[0] - time.monotonic(), 0.001))
+                except asyncio.TimeoutError:
+                    raise ApiError(408, "request_timeout", f"the request body did not arrive within {timeout:g} s",
+                                   headers={"Connection": "close"}) from None
             if message["type"] == "http.request":
                 seen[0] += len(message.get("body", b""))
                 if seen[0] > limit:
                     raise BodyTooLarge(limit)
+                complete[0] = not message.get("more_body", False)
+            elif message["type"] == "http.disconnect":
+                disconnected[0] = True
             return message
 
         return limited
+
+
+# ----------------------------------------------------------------------------------------------- body parsing
+class GuardedRequest(Request):
+    """A request whose JSON body is parsed by :func:`~.limits_guard.parse_json_body`: strict UTF-8, no duplicate
+    keys, and the number of texts, values, nesting and text sizes bounded while parsing, before pydantic sees it."""
+
+    async def body(self) -> bytes:
+        try:
+            return await super().body()
+        except ClientDisconnect:
+            raise ApiError(CLIENT_CLOSED, "client_closed_request", "the client closed the connection") from None
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            settings = self.scope["app"].state.service.settings
+            limits = BodyLimits(max_texts=settings.max_texts, max_text_bytes=settings.max_text_bytes)
+            try:
+                self._json = parse_json_body(body, limits)
+            except BodyLimitError as err:
+                code = "validation_error" if err.code == "validation_error" else err.code
+                raise ApiError(err.status, code, err.message if err.status == 413 else
+                               ("the request body is not valid JSON" if err.code == "invalid_json"
+                                else "the request body is invalid"),
+                               details=[{"loc": err.loc, "msg": err.message[:300], "type": err.code}]) from None
+        return self._json
+
+
+class GuardedRoute(APIRoute):
+    """Routes whose handlers see a :class:`GuardedRequest`."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            return await handler(GuardedRequest(request.scope, request.receive))
+
+        return guarded
 
 
 # ------------------------------------------------------------------------------------------------- the app
@@ -499,28 +621,37 @@ window) with the calibration data: population stability index, Kolmogorov-Smirno
 shift, and an alert.
 
 When the server was started with an API key file, `/predict`, `/batch-predict`, `/model-info` and `/drift` need
-`Authorization: Bearer <key>` or `X-API-Key: <key>` (401 without, 403 with a wrong key). Errors are JSON
+`Authorization: Bearer <key>` or `X-API-Key: <key>` (401 without, 403 with a wrong key). When it was started with a
+JWT key (`--jwt-secret-file`, `--jwt-public-key-file` or `--jwt-jwks-file`), `Authorization: Bearer <JWT>` is
+accepted too: scope `predict` opens the prediction endpoints, scope `admin` opens `/model-info`, `/drift` and
+`/metrics` (401 `invalid_token` for a bad token, 403 `insufficient_scope`); API keys hold every scope. With any
+authentication configured, `/metrics` needs credentials too. Errors are JSON
 `{"error": {"code", "message", "details", "request_id"}}`. See docs/serving.md.
 """
 
 _ERRORS = {
-    401: {"model": ErrorResponse, "description": "API key missing"},
-    403: {"model": ErrorResponse, "description": "API key wrong"},
-    413: {"model": ErrorResponse, "description": "body, a text or the number of texts over the limit"},
+    401: {"model": ErrorResponse, "description": "API key or token missing, or the token is invalid"},
+    403: {"model": ErrorResponse, "description": "API key wrong, or the token lacks the scope"},
+    408: {"model": ErrorResponse, "description": "the body did not arrive within the body timeout"},
+    413: {"model": ErrorResponse, "description": "body, a text, the number of texts or the work (tokens x "
+          "orderings) over the limit"},
     415: {"model": ErrorResponse, "description": "Content-Type is not application/json"},
     422: {"model": ErrorResponse, "description": "invalid JSON, wrong types, unknown fields, empty text"},
-    429: {"model": ErrorResponse, "description": "rate limit exceeded (see Retry-After)"},
+    429: {"model": ErrorResponse, "description": "rate limit exceeded, or the server is overloaded (code "
+          "'overloaded'); see Retry-After"},
     500: {"model": ErrorResponse, "description": "internal error (no details are exposed)"},
     503: {"model": ErrorResponse, "description": "model not loaded yet, or shutting down"},
     504: {"model": ErrorResponse, "description": "request timeout"},
 }
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKeyHeader")
-_bearer = HTTPBearer(auto_error=False, scheme_name="BearerKey")
+_bearer = HTTPBearer(auto_error=False, scheme_name="BearerKey",
+                     description="an API key, or a JWT with scope `predict` (/predict, /batch-predict) or `admin` "
+                                 "(/model-info, /drift, /metrics)")
 
 
 def _documented_security(api_key: str | None = Security(_api_key_header), bearer: Any = Security(_bearer)) -> None:
-    """Declares the API key schemes in the OpenAPI document; keys are checked by ServiceMiddleware."""
+    """Declares the API key / JWT schemes in the OpenAPI document; they are checked by ServiceMiddleware."""
 
 
 def _validation_details(errors: list[dict]) -> list[dict]:
@@ -546,6 +677,7 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None) -> Fast
             # uvicorn has stopped accepting connections and waited for in-flight requests; finish the queue
             state.status = "stopping"
             await state.batcher.close()
+            state.measure_executor.shutdown(wait=False, cancel_futures=True)
             if not load_task.done():
                 load_task.cancel()
             state.metrics.model_ready.set(0)
@@ -554,7 +686,8 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None) -> Fast
     from .. import __version__
 
     app = FastAPI(title="bayesian-hf", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
+                  docs_url="/docs" if settings.enable_docs else None, redoc_url=None, openapi_url="/openapi.json")
+    app.router.route_class = GuardedRoute  # bounded JSON parsing before validation
     app.state.service = state
 
     # ------------------------------------------------------------------------------------------ errors
@@ -593,7 +726,10 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None) -> Fast
     def resolve(options: PredictOptions) -> PredictParams:
         from ..pipelines import validate_thresholds
 
-        num_orderings = options.num_orderings or settings.num_orderings or state.model.config.num_orderings
+        # every source of k under --max-num-orderings: the request's (422 above), the flag's (checked at start),
+        # the model config's (clamped)
+        num_orderings = options.num_orderings or settings.num_orderings or min(
+            int(state.model.config.num_orderings), settings.max_num_orderings)
         if options.num_orderings is not None and options.num_orderings > settings.max_num_orderings:
             raise ApiError(422, "validation_error", f"num_orderings must be at most {settings.max_num_orderings}",
                            details=[{"loc": ["body", "num_orderings"], "type": "less_than_equal",
@@ -619,16 +755,47 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None) -> Fast
                                details=[{"loc": loc, "type": "text_too_large",
                                          "msg": f"at most {settings.max_text_bytes} UTF-8 bytes"}])
 
-    async def run(texts: list[str], options: PredictOptions) -> list[dict[str, Any]]:
+    async def measure(texts: list[str], params: PredictParams, field: str) -> tuple[list[int], list[int]]:
+        """Tokens and units per text (tokenised in a worker thread); 422 for a text with nothing to classify,
+        413 when the request's tokens x orderings exceed --max-request-work."""
+        measured = await asyncio.get_running_loop().run_in_executor(state.measure_executor, state.measure, texts,
+                                                                     params.num_orderings or 1)
+        if isinstance(measured, int):
+            raise ApiError(413, "work_too_large", f"the request needs at least {measured} token-orderings (tokens x "
+                           f"orderings per text); the limit is {settings.max_request_work}: send fewer or shorter "
+                           "texts, or ask for fewer num_orderings")
+        tokens, units, content = measured
+        for i, n in enumerate(content):
+            if n == 0:
+                loc = ["body", field] + ([i] if field == "texts" else [])
+                raise ApiError(422, "validation_error", "the request body is invalid",
+                               details=[{"loc": loc, "type": "empty_text", "msg": "text has nothing to classify: no "
+                                         "token besides the special ones (only control, NUL or zero-width "
+                                         "characters?)"}])
+        work = request_work(tokens, units, params.num_orderings or 1)
+        if work > settings.max_request_work:
+            raise ApiError(413, "work_too_large", f"the request needs {work} token-orderings (tokens x orderings "
+                           f"per text); the limit is {settings.max_request_work}: send fewer or shorter texts, or "
+                           "ask for fewer num_orderings")
+        return tokens, units
+
+    async def run(texts: list[str], options: PredictOptions, field: str = "texts") -> list[dict[str, Any]]:
         state.require_ready()
         params = resolve(options)
+        tokens, units = await measure(texts, params, field)
+        state.require_ready()  # the service may have begun to stop meanwhile
         try:
-            records = await asyncio.wait_for(state.batcher.submit(texts, params), settings.request_timeout_s)
+            records = await asyncio.wait_for(state.batcher.submit(texts, params, tokens=tokens, units=units),
+                                             settings.request_timeout_s)
         except asyncio.TimeoutError:
             state.metrics.timeouts.inc()
             raise ApiError(504, "timeout", f"the request took longer than {settings.request_timeout_s:g} s") from None
         except BatcherClosed:
             raise ApiError(503, "shutting_down", "the service is shutting down", headers={"Retry-After": "5"}) from None
+        except Overloaded as err:
+            state.metrics.overloaded.inc()
+            raise ApiError(429, "overloaded", f"{err}; retry after {err.retry_after_s} s",
+                           headers={"Retry-After": str(err.retry_after_s)}) from None
         except Exception as exc:
             logger.error("inference failed", exc_info=(type(exc), exc, exc.__traceback__))
             raise ApiError(500, "internal_error", "internal server error") from None
@@ -651,7 +818,7 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None) -> Fast
               dependencies=protected, summary="Classify one text")
     async def predict_one(body: PredictRequest) -> Any:
         check_texts([body.text], "text")
-        return (await run([body.text], body))[0]
+        return (await run([body.text], body, "text"))[0]
 
     @app.post("/batch-predict", response_model=BatchPredictResponse, response_model_exclude_none=True,
               responses=_ERRORS, dependencies=protected, summary="Classify several texts")
@@ -697,7 +864,7 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None) -> Fast
         state.require_ready()
         return await state.drift_report()
 
-    @app.get("/metrics", response_class=Response, summary="Prometheus metrics",
+    @app.get("/metrics", response_class=Response, summary="Prometheus metrics", dependencies=protected,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
     async def metrics() -> Response:
         if state.drift_window is not None:

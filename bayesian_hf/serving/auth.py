@@ -1,4 +1,4 @@
-"""API keys and the per-key rate limit.
+"""API keys.
 
 Keys come from a file (one per line, ``#`` starts a comment). A request presents its key as
 ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. The presented key is compared with *every* configured key
@@ -6,9 +6,7 @@ through ``hmac.compare_digest`` on SHA-256 digests, so the time taken depends ne
 nor on which key matched. Keys are never logged or exported: they are identified by ``key_id``, the first 12 hex
 digits of their SHA-256 digest.
 
-The rate limit is a token bucket per key id (per client address when no keys are configured): it holds up to
-``requests`` tokens, refills at ``requests / period`` tokens per second, and each request takes one. An empty
-bucket answers 429 with ``Retry-After`` = seconds until the next token, rounded up.
+The per-key rate limit lives in :mod:`bayesian_hf.serving.rate_limit`.
 """
 
 from __future__ import annotations
@@ -16,14 +14,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import math
 import os
 import stat
-import time
-from collections import OrderedDict
-from dataclasses import dataclass
-
-from .settings import RateLimit
 
 logger = logging.getLogger(__name__)
 
@@ -118,42 +110,3 @@ class ApiKeyAuth:
             raise AuthError(403, "invalid_api_key", "the API key is not valid")
         return matched
 
-
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
-
-
-class RateLimiter:
-    """Token buckets keyed by key id (or client address). Used from the event loop only (no locking needed).
-
-    At most ``max_buckets`` buckets are kept; the least recently used one is dropped first (a dropped bucket
-    comes back full, which only ever lets a client through earlier than the exact limit would).
-    """
-
-    def __init__(self, limit: RateLimit, max_buckets: int = 100_000, clock=time.monotonic) -> None:
-        self.limit = limit
-        self.max_buckets = max_buckets
-        self._clock = clock
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
-
-    def acquire(self, key: str) -> tuple[bool, int]:
-        """Take one token for ``key``: ``(True, 0)``, or ``(False, retry_after_seconds)`` when the bucket is empty."""
-        now = self._clock()
-        capacity = float(self.limit.requests)
-        rate = self.limit.per_second
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = _Bucket(capacity, now)
-            self._buckets[key] = bucket
-            if len(self._buckets) > self.max_buckets:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(key)
-            bucket.tokens = min(capacity, bucket.tokens + (now - bucket.updated) * rate)
-            bucket.updated = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return True, 0
-        return False, max(1, math.ceil((1.0 - bucket.tokens) / rate))

@@ -22,7 +22,7 @@ _RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "min
 
 @dataclass(frozen=True)
 class RateLimit:
-    """A token bucket: ``requests`` per ``period_s`` seconds, bursts of up to ``requests``."""
+    """``requests`` per ``period_s`` seconds (a moving window, see ``serving/rate_limit.py``)."""
 
     requests: int
     period_s: float
@@ -85,12 +85,33 @@ class ServeSettings:
     port: int = 8000
     api_key_file: str | None = None
     """File with one API key per line (``#`` comments allowed). Unset: no authentication."""
+    jwt_secret_file: str | None = None
+    """HMAC secret (at least 32 bytes) for HS256 JWT bearer tokens; see ``serving/jwt_auth.py``. At most one of
+    ``jwt_secret_file``, ``jwt_public_key_file`` and ``jwt_jwks_file``; unset (all three) = no JWT."""
+    jwt_public_key_file: str | None = None
+    """PEM public key (or certificate) for RS256 / ES256 (ES384, ES512 by curve) / EdDSA tokens."""
+    jwt_jwks_file: str | None = None
+    """A local JWKS JSON file of public keys (chosen by the token's ``kid``); never fetched from a URL."""
+    jwt_algorithms: tuple[str, ...] = ()
+    """Accepted JWS algorithms, within the key's family; empty = the key's default (HS256, RS256, ES256 by curve,
+    or each JWK's ``alg``). ``none`` and HS* with a public key are never accepted."""
+    jwt_audience: str | None = None
+    """Required ``aud`` of tokens (unset: tokens carrying an ``aud`` are refused)."""
+    jwt_issuer: str | None = None
+    """Required ``iss`` of tokens (unset: not checked)."""
+    jwt_leeway_s: float = 30.0
+    """Clock skew tolerated on ``exp``, ``nbf`` and ``iat``, in seconds (at most 300)."""
+    jwt_scope_claim: str | None = None
+    """Claim holding the scopes; unset = ``scope`` (space-separated), else ``scp`` or ``scopes`` (lists)."""
     max_batch: int = 32
     """Most texts in one forward pass."""
     max_wait_ms: float = 5.0
     """How long the first queued text waits for others before its forward pass runs."""
     rate_limit: RateLimit | None = None
     """Per API key (per client address without keys), e.g. ``"600/minute"``; ``None`` = off."""
+    rate_limit_storage: str = "memory://"
+    """Where the rate-limit windows live: ``memory://`` (per process: each replica has its own budget) or a Redis
+    URI such as ``redis://redis:6379/0`` (one budget shared by all replicas); see ``serving/rate_limit.py``."""
     request_timeout_s: float = 30.0
     """Queueing + inference deadline of one request; past it the answer is 504."""
     max_text_bytes: int = 10_000
@@ -115,8 +136,37 @@ class ServeSettings:
     """Origins allowed to call the API from a browser; empty = no CORS headers."""
     device: str = "cpu"
     torch_threads: int | None = None
+    backend: str = "auto"
+    """Inference backend: ``auto`` (ONNX when the model folder is a ``bayesian-hf export``, else PyTorch),
+    ``torch`` or ``onnx`` (see ``bayesian_hf.backends.load_for_inference``)."""
+    compile: bool = False
+    """``torch.compile`` the PyTorch model (falls back to eager with a logged warning when it fails)."""
     graceful_timeout_s: float = 30.0
-    """After SIGTERM/SIGINT: how long in-flight requests may take to finish."""
+    """After SIGTERM/SIGINT: how long in-flight requests may take to finish; past it they get a JSON 503."""
+    max_request_work: int = 262_144
+    """Most work one request may ask for, in token-orderings (sum over its texts of tokens x effective orderings);
+    413 ``work_too_large`` above it. The default is 64 texts x 512 tokens x 8 orderings."""
+    max_pass_work: int = 32_768
+    """Most token-orderings (texts x padded tokens x orderings) in one forward pass; larger requests run in
+    several passes, interleaved with other requests and cancelled between passes when their caller has gone."""
+    max_queue_delay_s: float = 2.0
+    """A prediction request whose predicted wait in the batcher queue (queued token-orderings / the measured rate)
+    exceeds this is refused at once with 429 ``overloaded`` and a ``Retry-After``, instead of queueing into a 504."""
+    header_timeout_s: float = 10.0
+    """Seconds a connection may take to send a request's line and headers (also after a keep-alive response);
+    past it: 408 and the connection is closed."""
+    body_timeout_s: float = 30.0
+    """Seconds a request may take to send its whole body; past it: JSON 408 and the connection is closed."""
+    keep_alive_s: float = 5.0
+    """Seconds an idle keep-alive connection stays open."""
+    max_connections: int = 512
+    """Open connections + running requests the server accepts (uvicorn's ``limit_concurrency``); above it new
+    requests get 503."""
+    max_header_bytes: int = 16_384
+    """Largest request line + headers (uvicorn's ``h11_max_incomplete_event_size``); above it: 400."""
+    enable_docs: bool = False
+    """Serve the interactive Swagger UI at ``/docs`` (it loads its scripts from a CDN, so it is off by default for
+    offline deployments; ``/openapi.json`` is always served)."""
     log_level: str = "info"
     access_log: bool = True
     shadow_model: str | None = None
@@ -133,6 +183,10 @@ class ServeSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "rate_limit", parse_rate_limit(self.rate_limit))
         object.__setattr__(self, "cors_origins", _split_list(self.cors_origins))
+        object.__setattr__(self, "jwt_algorithms", _split_list(self.jwt_algorithms))
+        from .rate_limit import validate_storage_uri
+
+        object.__setattr__(self, "rate_limit_storage", validate_storage_uri(self.rate_limit_storage))
         checks = [
             ("port", 0 <= self.port <= 65535, "must be in [0, 65535]"),
             ("max_batch", self.max_batch >= 1, "must be >= 1"),
@@ -151,8 +205,18 @@ class ServeSettings:
              <= (self.accept_threshold if self.accept_threshold is not None else 1.0),
              "must be in [0, accept_threshold]"),
             ("torch_threads", self.torch_threads is None or self.torch_threads >= 1, "must be >= 1"),
+            ("backend", self.backend in ("auto", "torch", "onnx"), "must be one of auto, torch, onnx"),
             ("graceful_timeout_s", math.isfinite(self.graceful_timeout_s) and self.graceful_timeout_s >= 0,
              "must be >= 0"),
+            ("max_request_work", self.max_request_work >= 1, "must be >= 1"),
+            ("max_pass_work", self.max_pass_work >= 1, "must be >= 1"),
+            ("max_queue_delay_s", math.isfinite(self.max_queue_delay_s) and self.max_queue_delay_s > 0,
+             "must be > 0"),
+            ("header_timeout_s", math.isfinite(self.header_timeout_s) and self.header_timeout_s > 0, "must be > 0"),
+            ("body_timeout_s", math.isfinite(self.body_timeout_s) and self.body_timeout_s > 0, "must be > 0"),
+            ("keep_alive_s", math.isfinite(self.keep_alive_s) and self.keep_alive_s > 0, "must be > 0"),
+            ("max_connections", self.max_connections >= 1, "must be >= 1"),
+            ("max_header_bytes", self.max_header_bytes >= 1024, "must be >= 1024"),
             ("shadow_fraction", math.isfinite(self.shadow_fraction) and 0.0 < self.shadow_fraction <= 1.0,
              "must be in (0, 1]"),
             ("drift_window", 1 <= self.drift_window <= 1_000_000, "must be in [1, 1000000]"),
@@ -164,9 +228,30 @@ class ServeSettings:
         for name, ok, message in checks:
             if not ok:
                 raise ValueError(f"setting {name} {message}, got {getattr(self, name)!r}")
+        self._check_jwt()
         for origin in self.cors_origins:
             if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise ValueError(f"cors origin must be '*' or scheme://host[:port] without a path, got {origin!r}")
+
+    def _check_jwt(self) -> None:
+        from .jwt_auth import MAX_LEEWAY_S, validate_algorithms
+
+        sources = [n for n in ("jwt_secret_file", "jwt_public_key_file", "jwt_jwks_file") if getattr(self, n)]
+        if len(sources) > 1:
+            raise ValueError(f"set at most one JWT key source, got {', '.join(sources)}")
+        if not math.isfinite(self.jwt_leeway_s) or not 0 <= self.jwt_leeway_s <= MAX_LEEWAY_S:
+            raise ValueError(f"setting jwt_leeway_s must be in [0, {MAX_LEEWAY_S:g}] seconds, "
+                             f"got {self.jwt_leeway_s!r}")
+        validate_algorithms(self.jwt_algorithms)
+        options = [n for n in ("jwt_algorithms", "jwt_audience", "jwt_issuer", "jwt_scope_claim") if getattr(self, n)]
+        if options and not sources:
+            raise ValueError(f"{', '.join(options)} set without a JWT key: set jwt_secret_file, jwt_public_key_file "
+                             "or jwt_jwks_file")
+
+    @property
+    def jwt_enabled(self) -> bool:
+        """Whether JWT bearer tokens are accepted (a JWT key source is set)."""
+        return bool(self.jwt_secret_file or self.jwt_public_key_file or self.jwt_jwks_file)
 
     # ----------------------------------------------------------------------------------------------- derived
     @property
@@ -192,8 +277,10 @@ class ServeSettings:
             "max_texts": self.max_texts,
             "max_body_bytes": self.body_limit,
             "max_num_orderings": self.max_num_orderings,
+            "max_request_work": self.max_request_work,
+            "max_pass_work": self.max_pass_work,
             "default_thresholds": self.thresholds,
-            "auth_required": self.api_key_file is not None,
+            "auth_required": self.api_key_file is not None or self.jwt_enabled,
         }
 
     # ------------------------------------------------------------------------------------------------ sources
@@ -225,7 +312,7 @@ def _convert(f: dataclasses.Field, value: Any) -> Any:
     kind = str(f.type)
     if f.name == "rate_limit":
         return parse_rate_limit(value)
-    if f.name == "cors_origins":
+    if f.name in ("cors_origins", "jwt_algorithms"):
         return _split_list(value)
     if kind.startswith("bool"):
         return _to_bool(value)
@@ -260,6 +347,9 @@ def add_serve_arguments(parser: Any) -> None:
         f"[{env('max_wait_ms')}, default {d.max_wait_ms:g}]")
     add("--rate-limit", dest="rate_limit", help="per API key (per client address without keys), e.g. 600/minute; "
         f"'off' disables [{env('rate_limit')}, default off]")
+    add("--rate-limit-storage", dest="rate_limit_storage", metavar="URI", help="memory:// (per process) or "
+        f"redis://host:6379/0 to share the limit across replicas [{env('rate_limit_storage')}, default "
+        f"{d.rate_limit_storage}]")
     add("--request-timeout", dest="request_timeout_s", type=float, metavar="SECONDS", help="seconds for queueing + inference, then 504 "
         f"[{env('request_timeout_s')}, default {d.request_timeout_s:g}]")
     add("--max-text-bytes", dest="max_text_bytes", type=int, help="largest text in UTF-8 bytes, 413 above "
@@ -278,12 +368,49 @@ def add_serve_arguments(parser: Any) -> None:
         f"[{env('accept_threshold')}, default: calibration.json's decision_thresholds, else 0.9]")
     add("--review-threshold", dest="review_threshold", type=float, help="default confidence for 'review' "
         f"(below: 'escalate') [{env('review_threshold')}, default: calibration.json's, else 0.6]")
+    add("--jwt-secret-file", dest="jwt_secret_file", help="HMAC secret (>= 32 bytes) for HS256 JWT bearer tokens "
+        f"with scopes predict/admin [{env('jwt_secret_file')}]")
+    add("--jwt-public-key-file", dest="jwt_public_key_file", help="PEM public key for RS256/ES256 JWTs "
+        f"[{env('jwt_public_key_file')}]")
+    add("--jwt-jwks-file", dest="jwt_jwks_file", help="local JWKS JSON file of public keys, chosen by the token's kid "
+        f"[{env('jwt_jwks_file')}]")
+    add("--jwt-algorithms", dest="jwt_algorithms", help="comma-separated JWS algorithms within the key's family, "
+        f"e.g. RS256,PS256 [{env('jwt_algorithms')}, default: the key's]")
+    add("--jwt-audience", dest="jwt_audience", help=f"required 'aud' of tokens [{env('jwt_audience')}]")
+    add("--jwt-issuer", dest="jwt_issuer", help=f"required 'iss' of tokens [{env('jwt_issuer')}]")
+    add("--jwt-leeway", dest="jwt_leeway_s", type=float, metavar="SECONDS", help="clock skew tolerated on exp/nbf/iat, "
+        f"at most 300 [{env('jwt_leeway_s')}, default {d.jwt_leeway_s:g}]")
+    add("--jwt-scope-claim", dest="jwt_scope_claim", help=f"claim holding the scopes [{env('jwt_scope_claim')}, "
+        "default: scope, else scp or scopes]")
     add("--cors-origins", dest="cors_origins", help="comma-separated origins allowed from browsers, e.g. "
         f"https://app.example.com [{env('cors_origins')}, default none]")
     add("--device", help=f"torch device [{env('device')}, default {d.device}]")
     add("--torch-threads", dest="torch_threads", type=int, help=f"torch intra-op threads [{env('torch_threads')}]")
+    add("--backend", choices=["auto", "torch", "onnx"],
+        help=f"inference backend [{env('backend')}, default {d.backend}: onnx for a `bayesian-hf export` folder]")
+    add("--compile", dest="compile", action="store_const", const=True, default=None,
+        help=f"torch.compile the PyTorch model, eager fallback if it fails [{env('compile')}=true]")
     add("--graceful-timeout", dest="graceful_timeout_s", type=float, metavar="SECONDS", help="seconds in-flight requests may take "
         f"after SIGTERM [{env('graceful_timeout_s')}, default {d.graceful_timeout_s:g}]")
+    add("--max-request-work", dest="max_request_work", type=int, metavar="TOKEN_ORDERINGS", help="most tokens x "
+        f"orderings one request may ask for, 413 above [{env('max_request_work')}, default {d.max_request_work}]")
+    add("--max-pass-work", dest="max_pass_work", type=int, metavar="TOKEN_ORDERINGS", help="most texts x tokens x "
+        f"orderings in one forward pass [{env('max_pass_work')}, default {d.max_pass_work}]")
+    add("--max-queue-delay", dest="max_queue_delay_s", type=float, metavar="SECONDS", help="refuse predictions "
+        f"with 429 when the predicted queue wait exceeds it [{env('max_queue_delay_s')}, default "
+        f"{d.max_queue_delay_s:g}]")
+    add("--header-timeout", dest="header_timeout_s", type=float, metavar="SECONDS", help="seconds to send the "
+        f"request headers, then 408 [{env('header_timeout_s')}, default {d.header_timeout_s:g}]")
+    add("--body-timeout", dest="body_timeout_s", type=float, metavar="SECONDS", help="seconds to send the request "
+        f"body, then 408 [{env('body_timeout_s')}, default {d.body_timeout_s:g}]")
+    add("--keep-alive", dest="keep_alive_s", type=float, metavar="SECONDS", help="idle keep-alive connection "
+        f"timeout [{env('keep_alive_s')}, default {d.keep_alive_s:g}]")
+    add("--max-connections", dest="max_connections", type=int, help="open connections + running requests, 503 "
+        f"above [{env('max_connections')}, default {d.max_connections}]")
+    add("--max-header-bytes", dest="max_header_bytes", type=int, help="largest request line + headers, 400 above "
+        f"[{env('max_header_bytes')}, default {d.max_header_bytes}]")
+    add("--enable-docs", dest="enable_docs", action="store_const", const=True, default=None,
+        help=f"serve the Swagger UI at /docs (loads scripts from a CDN) [{env('enable_docs')}=true, default off]")
     add("--shadow-model", dest="shadow_model", help="a second model folder run on a share of the traffic after "
         f"each response; disagreement goes to /metrics [{env('shadow_model')}, default none]")
     add("--shadow-fraction", dest="shadow_fraction", type=float, help="share of prediction requests sent to the "

@@ -36,7 +36,8 @@ def folders(tmp_path_factory, minilm_path):
     with torch.no_grad():  # always the same, confident label
         model.classifier.bias.copy_(torch.tensor([6.0, -6.0]))
     model.save_pretrained(contrary)
-    (contrary / "calibration.json").unlink()
+    # the copied calibration.json belonged to the old weights: the save must not keep it
+    assert not (contrary / "calibration.json").exists()
     return {"served": str(served), "contrary": str(contrary)}
 
 
