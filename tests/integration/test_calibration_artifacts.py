@@ -53,10 +53,18 @@ def test_calibration_json_round_trip_and_no_pickle(calibrated_dir):
     assert reloaded.calibration is not None
     enc = dict(tokenizer(TEXTS, padding=True, return_tensors="pt"))
     enc.pop("token_type_ids")
+    # the calibrator itself round-trips exactly: same parameters, same outputs on the same logits
+    assert reloaded.calibration.calibrator.to_dict() == model.calibration.calibrator.to_dict()
+    assert reloaded.calibration.conformal.to_dict() == model.calibration.conformal.to_dict()
     with torch.no_grad():
-        a = model.eval()(**enc).calibrated_probs
-        b = reloaded(**enc).calibrated_probs
-    torch.testing.assert_close(a, b, rtol=0, atol=0)
+        a = model.eval()(**enc)
+        b = reloaded(**enc)
+    logits = a.logits.double().numpy()
+    np.testing.assert_array_equal(model.calibration.calibrator.transform(logits),
+                                  reloaded.calibration.calibrator.transform(logits))
+    # the whole forward agrees to float32 rounding, not bit for bit: safetensors loads memory-mapped tensors that
+    # are not 64-byte aligned, so the CPU kernels take other SIMD paths (measured: 3e-8 on calibrated_probs)
+    torch.testing.assert_close(a.calibrated_probs, b.calibrated_probs, rtol=0, atol=1e-6)
 
 
 def test_missing_corrupt_and_mismatched_calibrators(calibrated_dir, tmp_path, caplog):

@@ -101,11 +101,18 @@ def test_a_request_over_the_work_budget_is_refused_before_inference(server):
     assert time.perf_counter() - started < 5 and server.state.batcher.forward_passes == passes
 
 
-def test_a_large_request_runs_in_passes_and_short_requests_are_served_in_between(server):
+def test_a_large_request_runs_in_passes_and_short_requests_are_served_in_between(server, monkeypatch):
     text = " ".join(f"Sentence {i} is here." for i in range(60))
     state = server.state
     passes = state.batcher.forward_passes
     done: dict[str, float] = {}
+    infer = state.batcher._infer
+
+    def slow_infer(texts, params):  # a tiny model's pass takes ~ms: without this the whole large request can
+        time.sleep(0.15)            # finish before the short one is even parsed on a loaded CI machine
+        return infer(texts, params)
+
+    monkeypatch.setattr(state.batcher, "_infer", slow_infer)
 
     def big():
         r = httpx.post(server.url + "/batch-predict", json={"texts": [text] * 24, "num_orderings": 8}, timeout=60)
