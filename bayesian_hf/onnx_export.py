@@ -219,6 +219,7 @@ def export_onnx(
     parent = os.path.dirname(os.path.abspath(output)) or "."
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    os.chmod(staging, 0o755)  # mkdtemp makes it 0700: the renamed export must be readable by a serving user
     try:
         onnx_path = os.path.join(staging, ONNX_FILENAME)
         calibration = model.calibration

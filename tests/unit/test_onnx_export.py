@@ -4,6 +4,7 @@ the HTTP service), INT8, the manifest's checksums and labels, input validation a
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -230,6 +231,7 @@ def test_export_command_end_to_end(tiny_folders, tmp_path, capsys):
     out = tmp_path / "exported"
     assert main(["export", "--model", tiny_folders["model"], "--format", "onnx", "--output", str(out)]) == 0
     assert "Exported" in capsys.readouterr().out
+    assert os.stat(out).st_mode & 0o005 == 0o005  # readable by a serving user other than the exporter (not 0700)
     model, tokenizer = load_for_inference(out)  # auto-detected
     assert isinstance(model, OnnxBayesianModel)
     assert predict(model, tokenizer, ["Nice place. Bad food."])[0]["label"] in ("negative", "positive")
