@@ -242,7 +242,8 @@ def _exchange(a: str, b: str) -> bool:
     raise OSError(err, os.strerror(err), a)
 
 
-def _fsync_dir(path: str | os.PathLike) -> None:
+def _fsync_path(path: str | os.PathLike) -> None:
+    """fsync a file or a folder (best effort: some filesystems refuse it)."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -254,13 +255,8 @@ def _fsync_dir(path: str | os.PathLike) -> None:
 def _fsync_tree(folder: Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file() and not path.is_symlink():
-            with contextlib.suppress(OSError):
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-    _fsync_dir(folder)
+            _fsync_path(path)
+    _fsync_path(folder)
 
 
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:
@@ -439,7 +435,7 @@ def atomic_model_folder(save_directory: str | os.PathLike) -> Iterator[str]:
         _fsync_tree(staging)
         if not target.exists():
             os.rename(staging, target)
-            _fsync_dir(target.parent)
+            _fsync_path(target.parent)
             return
         aside = target.parent / f".{target.name}{ASIDE_MARK}{token}"
         if _exchange(str(staging), str(target)):
@@ -447,7 +443,7 @@ def atomic_model_folder(save_directory: str | os.PathLike) -> Iterator[str]:
         else:
             os.rename(target, aside)  # killed here: recover_interrupted_save renames the aside copy back
             os.rename(staging, target)
-        _fsync_dir(target.parent)
+        _fsync_path(target.parent)
         for entry in moved:  # killed here: recover_interrupted_save moves the rest
             os.rename(aside / entry.name, target / entry.name)
         shutil.rmtree(aside, ignore_errors=True)
@@ -493,7 +489,7 @@ def _in_place_save(target: Path, token: str) -> Iterator[str]:
             if entry.is_dir():
                 shutil.rmtree(target / entry.name, ignore_errors=True)
             os.replace(entry, target / entry.name)
-        _fsync_dir(target)
+        _fsync_path(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

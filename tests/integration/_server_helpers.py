@@ -87,16 +87,13 @@ class ThreadServer:
     """``create_app(settings)`` served by a real uvicorn server in a background thread on 127.0.0.1."""
 
     def __init__(self, settings: Any, *, loader: Any = None, wait_ready: bool = True) -> None:
-        import uvicorn
-
         from bayesian_hf.serving.app import create_app
 
         self.app = create_app(settings, loader=loader)
-        self.config = uvicorn.Config(self.app, host="127.0.0.1", port=settings.port, log_level="warning",
-                                     access_log=False, lifespan="on",
-                                     timeout_graceful_shutdown=int(settings.graceful_timeout_s))
-        self.server = uvicorn.Server(self.config)
+        self.server = self.build_server(settings)
         self.url = f"http://127.0.0.1:{settings.port}"
+        self.port = settings.port
+        self.state = self.app.state.service
         self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{settings.port}", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30
@@ -106,6 +103,15 @@ class ThreadServer:
             time.sleep(0.02)
         if wait_ready:
             wait_until_ready(self.url)
+
+    def build_server(self, settings: Any) -> Any:
+        """A plain ``uvicorn.Server`` on 127.0.0.1 (subclasses serve through other setups)."""
+        import uvicorn
+
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=settings.port, log_level="warning",
+                                access_log=False, lifespan="on",
+                                timeout_graceful_shutdown=int(settings.graceful_timeout_s))
+        return uvicorn.Server(config)
 
     def stop(self, timeout: float = 30) -> None:
         """What uvicorn's SIGTERM handler does: stop accepting, finish in-flight requests, run the lifespan end."""

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
-from _server_helpers import free_port, start_cli_server, wait_until_ready  # noqa: E402,F401
+from _server_helpers import ThreadServer, free_port, start_cli_server, wait_until_ready  # noqa: E402,F401
 
 
 def make_tiny_folder(path: Path, minilm_path: str, **config: Any) -> str:
@@ -36,51 +35,25 @@ def make_tiny_folder(path: Path, minilm_path: str, **config: Any) -> str:
     return str(out)
 
 
-class GuardedServer:
-    """``create_app(settings)`` served by ``build_server`` (the CLI's uvicorn setup) in a background thread."""
+class GuardedServer(ThreadServer):
+    """``create_app(settings)`` served by ``build_server`` (the CLI's uvicorn setup) in a background thread;
+    ``overrides`` are uvicorn options (e.g. ``access_log=True``)."""
 
     def __init__(self, settings: Any, *, loader: Any = None, wait_ready: bool = True, **overrides: Any) -> None:
-        from bayesian_hf.serving.app import create_app
+        self.overrides = overrides
+        super().__init__(settings, loader=loader, wait_ready=wait_ready)
 
-        self.app = create_app(settings, loader=loader)
+    def build_server(self, settings: Any) -> Any:
         options = dict(log_level="warning", access_log=False)
-        options.update(overrides)
+        options.update(self.overrides)
         try:
             from bayesian_hf.serving.server import build_server
         except ImportError:  # a checkout before serving/server.py (to see these tests fail on it)
             import uvicorn
 
             options = dict(host="127.0.0.1", port=settings.port, lifespan="on", **options)
-            self.server = uvicorn.Server(uvicorn.Config(self.app, **options))
-        else:
-            self.server = build_server(self.app, settings, **options)
-        self.url = f"http://127.0.0.1:{settings.port}"
-        self.port = settings.port
-        self.state = self.app.state.service
-        self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{settings.port}", daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        if wait_ready:
-            wait_until_ready(self.url)
-
-    def stop(self, timeout: float = 30) -> None:
-        import signal
-
-        self.server.handle_exit(signal.SIGTERM, None)
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            raise RuntimeError("uvicorn did not stop")
-
-    def __enter__(self) -> GuardedServer:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.thread.is_alive():
-            self.stop()
+            return uvicorn.Server(uvicorn.Config(self.app, **options))
+        return build_server(self.app, settings, **options)
 
 
 def raw_exchange(port: int, data: bytes, *, read_timeout: float = 10.0) -> bytes:
