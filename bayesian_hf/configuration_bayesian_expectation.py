@@ -7,16 +7,21 @@ imported ``bayesian_hf``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 from transformers import PreTrainedConfig
 
 from .folder_integrity import portable_name
 
-UNIT_SEGMENTATIONS = ("sentence", "sep", "none")
-COLLAPSE_POINTS = ("context", "attention", "output")
-EVIDENCE_WEIGHTINGS = ("count", "learned")
-HEAD_TYPES = ("laplace", "evidential", "counting")
+# the choices of the config's string fields, defined once: the config checks them, the training arguments type them
+UnitSegmentation = Literal["sentence", "sep", "none"]
+CollapsePoint = Literal["context", "attention", "output"]
+EvidenceWeighting = Literal["count", "learned"]
+HeadType = Literal["laplace", "evidential", "counting"]
+UNIT_SEGMENTATIONS: tuple[str, ...] = get_args(UnitSegmentation)
+COLLAPSE_POINTS: tuple[str, ...] = get_args(CollapsePoint)
+EVIDENCE_WEIGHTINGS: tuple[str, ...] = get_args(EvidenceWeighting)
+HEAD_TYPES: tuple[str, ...] = get_args(HeadType)
 
 
 class BayesianExpectationConfig(PreTrainedConfig):
@@ -98,12 +103,12 @@ class BayesianExpectationConfig(PreTrainedConfig):
         bayesian_layers: list[int] | None = None,
         num_orderings: int = 8,
         num_train_orderings: int = 4,
-        unit_segmentation: str = "sentence",
-        collapse_point: str = "context",
-        head_type: str | None = None,
+        unit_segmentation: UnitSegmentation = "sentence",
+        collapse_point: CollapsePoint = "context",
+        head_type: HeadType | None = None,
         posterior_samples: int = 64,
         prior_concentration: float = 0.5,
-        evidence_weighting: str | None = None,
+        evidence_weighting: EvidenceWeighting | None = None,
         mdl_beta: float = 0.0,
         mdl_anneal_steps: int = 0,
         length_adaptive_mixing: bool = False,

@@ -27,8 +27,6 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.bert.modeling_bert import BertIntermediate, BertOutput, BertPooler, BertSelfOutput
 from transformers.utils import ModelOutput, cached_file, logging
 
-logger = logging.get_logger(__name__)
-
 from .calibration import CALIBRATION_FILENAME, LoadedCalibration, load_calibration, save_calibration
 from .configuration_bayesian_expectation import BayesianExpectationConfig
 from .folder_integrity import (
@@ -57,6 +55,8 @@ from .uncertainty import (
     weighted_mean,
     weighted_mean_and_dispersion,
 )
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass

@@ -25,6 +25,8 @@ from typing import Any, Sequence
 
 import torch
 
+from .configuration_bayesian_expectation import UNIT_SEGMENTATIONS
+
 _MASK32 = 0xFFFFFFFF
 _SENTENCE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s)")
 MAX_ENUMERATED_UNITS = 7  # 7! = 5040 orderings; beyond that orderings are always sampled
@@ -174,8 +176,8 @@ def tokenize_with_units(
     """
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("tokenize_with_units needs a fast tokenizer (it maps units to tokens by offsets)")
-    if segmentation not in ("sentence", "sep", "none"):
-        raise ValueError(f"segmentation must be 'sentence', 'sep' or 'none', got {segmentation!r}")
+    if segmentation not in UNIT_SEGMENTATIONS:
+        raise ValueError(f"segmentation must be one of {UNIT_SEGMENTATIONS}, got {segmentation!r}")
     if isinstance(texts, str):
         texts = [texts]
     if len(texts) == 0:

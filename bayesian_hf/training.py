@@ -37,7 +37,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -51,6 +51,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from .configuration_bayesian_expectation import CollapsePoint, EvidenceWeighting, HeadType, UnitSegmentation
 from .folder_integrity import portable_name, recover_interrupted_save
 from .metrics import classification_metrics, ood_auroc, softmax, to_numpy
 
@@ -149,14 +150,14 @@ class ModelArguments:
     num_train_orderings: Optional[int] = field(
         default=None, metadata={"help": "Orderings averaged per training example (config default 4)."}
     )
-    collapse_point: Optional[Literal["context", "attention", "output"]] = field(
+    collapse_point: Optional[CollapsePoint] = field(
         default=None,
         metadata={"help": "Where the last Bayesian layer averages the orderings (config default: context)."},
     )
     prior_concentration: Optional[float] = field(
         default=None, metadata={"help": "Symmetric Dirichlet prior alpha0 per class (config default 0.5)."}
     )
-    evidence_weighting: Optional[Literal["count", "learned"]] = field(
+    evidence_weighting: Optional[EvidenceWeighting] = field(
         default=None,
         metadata={"help": "'count': one pseudo-count per unit (config default); 'learned': each unit asserts a "
                           "weight in (0, 1)."},
@@ -178,14 +179,14 @@ class ModelArguments:
     attention_probs_dropout_prob: Optional[float] = field(
         default=None, metadata={"help": "Override the checkpoint's attention dropout."}
     )
-    unit_segmentation: Optional[Literal["sentence", "sep", "none"]] = field(
+    unit_segmentation: Optional[UnitSegmentation] = field(
         default=None,
         metadata={
             "help": "How texts are cut into exchangeable units by the data collator: sentence, sep ([SEP]-separated "
             "segments) or none (one unit, nothing reordered). Default: the checkpoint's config, else sentence."
         },
     )
-    head_type: Optional[Literal["laplace", "evidential", "counting"]] = field(
+    head_type: Optional[HeadType] = field(
         default=None,
         metadata={"help": "Posterior head when converting a BERT checkpoint (config default: laplace); see "
                           "docs/model.md."},
