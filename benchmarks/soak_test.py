@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from load_test import cpu_name, free_port, load_average  # noqa: E402  (benchmarks/load_test.py)
+from load_test import cpu_name, free_port, load_average, wait_ready  # noqa: E402  (benchmarks/load_test.py)
 
 
 # --------------------------------------------------------------------------------------------- server
@@ -64,20 +64,6 @@ def start_server(model: str, port: int, flags: list[str], log_path: Path) -> sub
     return subprocess.Popen([sys.executable, "-m", "bayesian_hf.cli", "serve", "--model", model, "--host", "127.0.0.1",
                              "--port", str(port), "--no-access-log", *flags], stdout=log, stderr=subprocess.STDOUT,
                             env=env)
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}")
-        try:
-            if httpx.get(url + "/ready", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("the server did not become ready")
 
 
 # --------------------------------------------------------------------------------------------- health
@@ -365,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://127.0.0.1:{port}"
     proc = start_server(args.model, port, args.server_flags, log_path)
     try:
-        wait_ready(url, proc)
+        wait_ready(url, proc, timeout=300)
         print("server ready; measuring capacity", flush=True)
         cap = asyncio.run(capacity(url, texts, args.capacity_concurrency, args.capacity_seconds))
         rate = max(cap["requests_per_second"], 0.5) * args.multiplier
