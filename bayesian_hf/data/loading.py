@@ -31,6 +31,8 @@ from typing import Any, Union
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 
+from .splits import stratified_carve_indices
+
 __all__ = [
     "SUPPORTED_EXTENSIONS",
     "load_text_classification_data",
@@ -482,46 +484,13 @@ def _check_texts(dsd: DatasetDict, drop_empty: bool) -> DatasetDict:
     return DatasetDict(out)
 
 
-def _allocate(frac: float, counts: np.ndarray) -> np.ndarray:
-    """Per-class carve sizes: largest-remainder rounding of ``frac * counts`` so the total is
-    ``round(frac * n)``; a class with >= 2 examples contributes at least one."""
-    exact = frac * counts
-    base = np.floor(exact).astype(np.int64)
-    extra = int(np.floor(frac * counts.sum() + 0.5)) - int(base.sum())
-    order = np.argsort(-(exact - base), kind="stable")
-    base[order[: max(extra, 0)]] += 1
-    base[(base == 0) & (counts >= 2)] = 1
-    return base
-
-
 def _stratified_carve(
     train: Dataset, fractions: dict[str, float], seed: int
 ) -> dict[str, Dataset]:
-    """Split ``train`` into ``train`` + the named splits, stratified by label.
-
-    Each class is shuffled with ``numpy.random.default_rng(seed)``; the carved splits take
-    consecutive blocks of it, sized by :func:`_allocate` (largest-remainder rounding of
-    ``fraction * n_class``), always leaving at least one example per class in train.  Indices
-    keep their original order inside every split.
-    """
-    labels = np.asarray(train["label"][:], dtype=np.int64)
-    classes, counts = np.unique(labels, return_counts=True)
-    sizes = {name: _allocate(frac, counts) for name, frac in fractions.items()}
-    rng = np.random.default_rng(seed)
-    taken: dict[str, list[np.ndarray]] = {name: [] for name in fractions}
-    keep: list[np.ndarray] = []
-    for j, c in enumerate(classes):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        start = 0
-        for name in fractions:
-            k = min(int(sizes[name][j]), max(len(idx) - start - 1, 0))
-            taken[name].append(idx[start : start + k])
-            start += k
-        keep.append(idx[start:])
-    out = {"train": train.select(np.sort(np.concatenate(keep)))}
-    for name, parts in taken.items():
-        out[name] = train.select(np.sort(np.concatenate(parts)))
-    return out
+    """Split ``train`` into ``train`` + the named splits, stratified by label
+    (:func:`bayesian_hf.data.splits.stratified_carve_indices`); rows keep their original order."""
+    indices = stratified_carve_indices(np.asarray(train["label"][:], dtype=np.int64), fractions, seed)
+    return {name: train.select(idx) for name, idx in indices.items()}
 
 
 def _as_fraction(value: float, n: int, name: str) -> float:
