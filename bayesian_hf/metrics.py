@@ -1,7 +1,8 @@
 """Classification, calibration and uncertainty metrics (docs/design.md §13.1).
 
-Everything here is pure numpy and vectorised.  Inputs may be numpy arrays, lists or torch
-tensors (converted by :func:`to_numpy`).  Conventions used throughout:
+Vectorised numpy, with ``scipy.special.softmax``, ``scipy.stats.rankdata`` and ``sklearn.metrics`` (F1, average
+precision).  Inputs may be numpy arrays, lists or torch tensors (converted by :func:`to_numpy`).  Conventions used
+throughout:
 
 * ``probs``: ``(N, C)`` predictive probabilities, rows summing to 1 (checked to 1e-2, loose enough for bf16/fp16 outputs, so that
   passing logits by mistake fails loudly instead of producing plausible garbage);
@@ -11,18 +12,20 @@ tensors (converted by :func:`to_numpy`).  Conventions used throughout:
   present) return ``float("nan")`` rather than raising, so an evaluation loop never crashes on a
   perfect (or perfectly wrong) model.
 
-``compute_metrics`` plugs into ``transformers.Trainer``; ``evaluate_module_path()`` points at the
-local ``evaluate`` module wrapping :func:`classification_metrics` (the Hub's metric scripts are
-unreachable offline, a local path is not).
+This file travels with the weights for ``trust_remote_code`` loading (the calibrators import it), so it imports
+only numpy and scipy at the top.  One cohesive thing over ~400 lines: the metric functions and the input
+validation they share.  The reliability-diagram PNG is ``plotting.py``; ``compute_metrics`` for
+``transformers.Trainer`` and ``evaluate_module_path()`` (the local ``evaluate`` module wrapping
+:func:`classification_metrics`) are ``metrics_integration.py``; all three still resolve as ``metrics.X``.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
+import importlib
 from typing import Any
 
 import numpy as np
+import scipy.special
 
 __all__ = [
     "to_numpy",
@@ -88,12 +91,9 @@ def to_numpy(x: ArrayLike, dtype: Any = None) -> np.ndarray:
 
 
 def softmax(logits: ArrayLike, axis: int = -1) -> np.ndarray:
-    """Numerically stable softmax in float64 (``-inf`` logits, i.e. log 0, give probability 0)."""
-    z = to_numpy(logits, np.float64)
-    m = np.max(z, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    e = np.exp(z - m)
-    return e / np.sum(e, axis=axis, keepdims=True)
+    """Numerically stable softmax in float64 (``scipy.special.softmax``; ``-inf`` logits, i.e. log 0, give
+    probability 0)."""
+    return scipy.special.softmax(to_numpy(logits, np.float64), axis=axis)
 
 
 def _labels(labels: ArrayLike, n: int | None = None, num_classes: int | None = None) -> np.ndarray:
@@ -252,62 +252,55 @@ def f1(probs: ArrayLike, labels: ArrayLike) -> float:
     A class with ``2TP + FP + FN = 0`` has F1 0 (scikit-learn's ``zero_division=0``).
     """
     p, y = _probs_labels(probs, labels)
-    pred = p.argmax(axis=1)
-    c = p.shape[1]
-    tp = np.bincount(y[pred == y], minlength=c).astype(np.float64)
-    fp = np.bincount(pred[pred != y], minlength=c).astype(np.float64)
-    fn = np.bincount(y[pred != y], minlength=c).astype(np.float64)
-    denom = 2 * tp + fp + fn
-    per_class = np.where(denom > 0, 2 * tp / np.maximum(denom, 1.0), 0.0)
-    if c == 2:
-        return float(per_class[1])
-    present = np.zeros(c, dtype=bool)
-    present[y] = True
-    present[pred] = True
-    return float(per_class[present].mean())
+    average = "binary" if p.shape[1] == 2 else "macro"
+    return float(_sklearn_metrics().f1_score(y, p.argmax(axis=1), average=average, zero_division=0))
 
 
 # ----------------------------------------------------------------------------------------------
 # ranking metrics: error detection, OOD detection
 # ----------------------------------------------------------------------------------------------
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks with ties given their average rank (as ``scipy.stats.rankdata``)."""
-    order = np.argsort(x, kind="stable")
-    xs = x[order]
-    boundary = np.concatenate(([True], xs[1:] != xs[:-1]))
-    group = np.cumsum(boundary) - 1
-    starts = np.flatnonzero(boundary)
-    ends = np.concatenate((starts[1:], [xs.shape[0]]))
-    avg = (starts + ends + 1) / 2.0  # mean of 1-based ranks starts+1 .. ends
-    ranks = np.empty(x.shape[0], dtype=np.float64)
-    ranks[order] = avg[group]
-    return ranks
+def _sklearn_metrics() -> Any:
+    """``sklearn.metrics``, imported on first use, in a ``try`` so that transformers' ``check_imports`` does not list
+    it: this file travels with the weights (the calibrators import it), and loading a model needs neither
+    scikit-learn nor its import time (measured +3.5 s after scipy.stats on the shared 2-core machine); only
+    evaluation calls F1 and average precision."""
+    try:
+        import sklearn.metrics
+    except ImportError as err:  # pragma: no cover
+        raise ImportError("F1 and the ranking metrics need scikit-learn (pip install scikit-learn)") from err
+    return sklearn.metrics
+
+
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties given their average rank (``scipy.stats.rankdata``; imported here, not at the top:
+    scipy.stats adds 1.8 s to loading a model that never ranks, measured as for :func:`_sklearn_metrics`)."""
+    from scipy.stats import rankdata
+
+    return rankdata(scores, method="average")
 
 
 def _auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Mann-Whitney AUROC of ``scores`` for detecting ``positive``; ties count 1/2; NaN if degenerate."""
+    """Mann-Whitney AUROC of ``scores`` for detecting ``positive``; ties count 1/2; NaN if degenerate.
+
+    Kept as the rank-sum formula rather than ``sklearn.metrics.roc_auc_score``: that one rejects infinite scores
+    and differs in the last bit (up to 1.1e-16, measured on 300 random cases), this one reproduces the committed
+    figures exactly.
+    """
     n_pos = int(positive.sum())
     n_neg = positive.shape[0] - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = _average_ranks(scores)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float((_ranks(scores)[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def _average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Average precision (step-wise area under the PR curve, scikit-learn's definition)."""
+    """Average precision (step-wise area under the PR curve): ``sklearn.metrics.average_precision_score`` of the
+    ranks of ``scores`` (the same value: it depends only on their order and ties; ranks keep infinite scores,
+    which sklearn rejects, working); NaN when only one class of outcome is present."""
     n_pos = int(positive.sum())
     if n_pos == 0 or n_pos == positive.shape[0]:
         return float("nan")
-    order = np.argsort(-scores, kind="stable")
-    s, t = scores[order], positive[order].astype(np.float64)
-    last_of_tie = np.concatenate((s[1:] != s[:-1], [True]))
-    tp = np.cumsum(t)[last_of_tie]
-    seen = (np.arange(1, s.shape[0] + 1))[last_of_tie]
-    precision = tp / seen
-    recall = tp / n_pos
-    d_recall = np.diff(np.concatenate(([0.0], recall)))
-    return float(np.sum(d_recall * precision))
+    return float(_sklearn_metrics().average_precision_score(positive, _ranks(scores)))
 
 
 def error_detection_auroc(uncertainty: ArrayLike, correct: ArrayLike) -> float:
@@ -406,61 +399,8 @@ def reliability_diagram_data(probs: ArrayLike, labels: ArrayLike, n_bins: int = 
     }
 
 
-def plot_reliability_diagram(
-    probs: ArrayLike,
-    labels: ArrayLike,
-    path: str | os.PathLike[str],
-    n_bins: int = 15,
-    title: str = "Reliability diagram",
-) -> str:
-    """Write a reliability diagram (accuracy vs confidence + confidence histogram) as a PNG.
-
-    Uses matplotlib's Agg canvas directly (no pyplot, no display, no global backend change), so it
-    is safe in servers and threads.  Parent folders are created.  Returns the path written.
-    """
-    try:  # optional: only plotting needs matplotlib
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as err:  # pragma: no cover
-        raise ImportError("plotting a reliability diagram needs matplotlib (pip install matplotlib)") from err
-
-    d = reliability_diagram_data(probs, labels, n_bins)
-    edges = np.asarray(d["bin_edges"])
-    centers = (edges[:-1] + edges[1:]) / 2
-    width = edges[1] - edges[0]
-    count = np.asarray(d["bin_count"], dtype=np.float64)
-    ne = count > 0
-    acc = np.array([v if v is not None else 0.0 for v in d["bin_accuracy"]])
-    conf = np.array([v if v is not None else 0.0 for v in d["bin_confidence"]])
-
-    fig = Figure(figsize=(5.0, 6.0), dpi=100)
-    FigureCanvasAgg(fig)
-    ax, axh = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
-    ax.bar(centers[ne], acc[ne], width=width, edgecolor="black", color="tab:blue", alpha=0.8, label="accuracy")
-    gap_bottom = np.minimum(acc, conf)[ne]
-    ax.bar(
-        centers[ne], np.abs(conf - acc)[ne], bottom=gap_bottom, width=width,
-        edgecolor="tab:red", color="tab:red", alpha=0.3, hatch="//", label="gap",
-    )
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"{title}\nECE = {d['ece']:.4f}, MCE = {d['mce']:.4f}, N = {d['num_samples']}")
-    ax.legend(loc="upper left", fontsize=8)
-    axh.bar(centers, count / max(count.sum(), 1.0), width=width, edgecolor="black", color="tab:grey")
-    axh.set_xlabel("confidence (max probability)")
-    axh.set_ylabel("fraction")
-    fig.tight_layout()
-    out = os.fspath(path)
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    fig.savefig(out, format="png")
-    return out
-
-
 # ----------------------------------------------------------------------------------------------
-# bundles: classification_metrics / Trainer compute_metrics / evaluate module
+# the bundle
 # ----------------------------------------------------------------------------------------------
 def classification_metrics(
     probs: ArrayLike, labels: ArrayLike, uncertainty: ArrayLike | None = None, n_bins: int = 15
@@ -490,63 +430,18 @@ def classification_metrics(
     }
 
 
-def _unpack_eval_pred(eval_pred: Any) -> tuple[Any, Any]:
-    if hasattr(eval_pred, "predictions") and hasattr(eval_pred, "label_ids"):
-        return eval_pred.predictions, eval_pred.label_ids
-    if isinstance(eval_pred, (tuple, list)) and len(eval_pred) >= 2:
-        return eval_pred[0], eval_pred[1]
-    raise TypeError(
-        "compute_metrics expects a transformers.EvalPrediction or a (predictions, labels) tuple, "
-        f"got {type(eval_pred).__name__}"
-    )
+#: Names this module still answers for, defined in modules that do not travel with the weights: resolved by
+#: name on first use (``__getattr__``), not by ``from .x import``, which would make ``save_pretrained`` copy the
+#: plotting and Trainer glue along with the model code.
+_MOVED = {
+    "plot_reliability_diagram": ".plotting",
+    "compute_metrics": ".metrics_integration",
+    "make_compute_metrics": ".metrics_integration",
+    "evaluate_module_path": ".metrics_integration",
+}
 
 
-def make_compute_metrics(
-    uncertainty_index: int | None = None, n_bins: int = 15
-) -> Callable[[Any], dict[str, float]]:
-    """Build a ``Trainer`` ``compute_metrics`` function.
-
-    ``predictions`` may be a logits array ``(N, C)`` or a tuple whose first element is the logits
-    (log predictive probabilities count as logits); probabilities are ``softmax(logits)``.  If
-    ``uncertainty_index`` is given, ``predictions[uncertainty_index]`` (shape ``(N,)``) is used as
-    the uncertainty score for error detection / AURC instead of ``1 - max prob``.
-    """
-
-    def _compute(eval_pred: Any) -> dict[str, float]:
-        preds, label_ids = _unpack_eval_pred(eval_pred)
-        if isinstance(label_ids, tuple):  # several label_names: the class labels come first
-            label_ids = label_ids[0]
-        uncertainty = None
-        if isinstance(preds, (tuple, list)):
-            if uncertainty_index is not None:
-                uncertainty = to_numpy(preds[uncertainty_index], np.float64).reshape(-1)
-            preds = preds[0]
-        elif uncertainty_index is not None:
-            raise ValueError("uncertainty_index given but predictions is a single array, not a tuple")
-        logits = to_numpy(preds, np.float64)
-        if logits.ndim != 2:
-            raise ValueError(f"logits must have shape (N, C), got {logits.shape}")
-        if np.any(np.isnan(logits)) or np.any(logits == np.inf):
-            raise ValueError("logits contain NaN or +inf")
-        return classification_metrics(softmax(logits), label_ids, uncertainty, n_bins)
-
-    return _compute
-
-
-_default_compute_metrics = make_compute_metrics()
-
-
-def compute_metrics(eval_pred: Any) -> dict[str, float]:
-    """``transformers.Trainer(compute_metrics=compute_metrics)``: :func:`classification_metrics` on softmax(logits).
-
-    Accepts an ``EvalPrediction`` or a plain ``(predictions, labels)`` tuple; ``predictions`` is
-    logits ``(N, C)`` or a tuple whose first element is logits (further elements are ignored; see
-    :func:`make_compute_metrics` to use one of them as the uncertainty score).
-    """
-    return _default_compute_metrics(eval_pred)
-
-
-def evaluate_module_path() -> str:
-    """Folder of the local ``evaluate`` module: ``evaluate.load(evaluate_module_path())`` works offline."""
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "evaluate_metrics", "uncertainty_metrics")
-
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name], __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
