@@ -6,7 +6,6 @@ Importing the package registers the configuration and models with the ``transfor
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
 from .configuration_bayesian_expectation import BayesianExpectationConfig
-from .conversion import from_bert
 from .losses import mdl_loss
 from .modeling_bayesian_expectation import (
     BayesianExpectationForSequenceClassification,
@@ -18,6 +17,8 @@ from .modeling_bayesian_expectation import (
 from .orderings import sample_orderings, tokenize_with_units
 from .pipelines import UncertaintyClassificationPipeline, predict, register_pipeline
 from .uncertainty import dirichlet_uncertainty
+
+from_bert = BayesianExpectationForSequenceClassification.from_bert  # conversion.from_bert building this class
 
 __version__ = "0.1.0"
 

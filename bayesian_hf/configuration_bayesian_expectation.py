@@ -31,6 +31,38 @@ class BayesianExpectationConfig(PreTrainedConfig):
     fields that make the encoder Bayesian in expectation.
 
     Args:
+        vocab_size (`int`, defaults to 30522):
+            Size of the token vocabulary (the word-embedding table); BERT-base uncased has 30522.
+        hidden_size (`int`, defaults to 768):
+            Width of the hidden states and of the pooled feature the classifier reads (384 for MiniLM-L6).
+        num_hidden_layers (`int`, defaults to 12):
+            Number of encoder blocks (6 for MiniLM-L6).
+        num_attention_heads (`int`, defaults to 12):
+            Attention heads per block; must divide `hidden_size`.
+        intermediate_size (`int`, defaults to 3072):
+            Width of the feed-forward sub-block (usually 4 * `hidden_size`).
+        hidden_act (`str`, defaults to `"gelu"`):
+            Activation of the feed-forward sub-block, any name of `transformers.activations.ACT2FN`.
+        hidden_dropout_prob (`float`, defaults to 0.1):
+            Dropout after the embeddings and each sub-block (training only), e.g. 0.0 for deterministic training.
+        attention_probs_dropout_prob (`float`, defaults to 0.1):
+            Dropout on the attention probabilities (training only).
+        max_position_embeddings (`int`, defaults to 512):
+            Longest input in tokens (the position-embedding table the orderings permute).
+        type_vocab_size (`int`, defaults to 2):
+            Number of token types (segment A/B).
+        initializer_range (`float`, defaults to 0.02):
+            Standard deviation of the normal initialisation of fresh weights.
+        layer_norm_eps (`float`, defaults to 1e-12):
+            Epsilon of the LayerNorms.
+        pad_token_id (`int`, defaults to 0):
+            Id of `[PAD]` (BERT's vocabulary: 0).
+        cls_token_id (`int`, defaults to 101):
+            Id of `[CLS]`, which never moves (unit 0); `from_bert` fills it from the tokenizer.
+        sep_token_id (`int`, defaults to 102):
+            Id of `[SEP]`, which never moves and ends a unit for `unit_segmentation="sep"`.
+        classifier_dropout (`float`, *optional*):
+            Dropout before the classifier; `None` uses `hidden_dropout_prob`, e.g. 0.2.
         bayesian_layers (`list[int]`, defaults to `[0]`):
             Indices of the encoder blocks replaced by a `BayesianExpectationLayer`. The orderings travel as a
             batch of `B*k` up to the last of them, where they collapse to their expectation; blocks above run once.
@@ -77,7 +109,23 @@ class BayesianExpectationConfig(PreTrainedConfig):
             tokens and k, never on the rest of the batch).
         sentence_end_token_ids (`list[int]`, *optional*):
             Token ids that end a sentence for `unit_segmentation="sentence"`; filled by `from_bert` from the
-            tokenizer.
+            tokenizer, e.g. `[1012, 999, 1029]` (".", "!", "?" in BERT's vocabulary).
+        kwargs:
+            The fields of `transformers.PreTrainedConfig`, among them `num_labels` (e.g. 2) or `id2label` /
+            `label2id` (e.g. `{0: "negative", 1: "positive"}`), which must agree with each other.
+
+    Example:
+
+    ```python
+    >>> from bayesian_hf import BayesianExpectationConfig, BayesianExpectationForSequenceClassification
+
+    >>> # a tiny random model: 2 blocks of width 32, the first one Bayesian, 4 orderings averaged at evaluation
+    >>> config = BayesianExpectationConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                                    intermediate_size=37, bayesian_layers=[0], num_orderings=4, num_labels=3)
+    >>> model = BayesianExpectationForSequenceClassification(config)
+    >>> config.head_type, config.collapse_point
+    ('laplace', 'context')
+    ```
     """
 
     model_type = "bayesian-expectation"

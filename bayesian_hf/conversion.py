@@ -1,6 +1,8 @@
 """Convert a pretrained BERT checkpoint into a Bayesian-expectation model, keeping every pretrained weight.
 
-Only transformers and relative imports: this file travels with the weights for ``trust_remote_code``.
+Only transformers and the configuration: this file travels with the weights for ``trust_remote_code``. It does not
+import the modeling file (which imports it for ``from_bert``): the model class to build is passed in, by
+``BayesianExpectationForSequenceClassification.from_bert`` (what ``bayesian_hf.from_bert`` is).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ BERT_FIELDS = (
     "classifier_dropout",
 )
 SENTENCE_END_TOKENS = (".", "!", "?", "\u2026")
+BAYESIAN_ONLY_PARAMETERS = ("mixing_logit", "evidence_strength", "posterior.")  # not in a BERT checkpoint: initialised fresh
 
 
 def from_bert(
@@ -38,7 +41,7 @@ def from_bert(
     bayesian_layers: list[int] | None = None,
     num_labels: int = 2,
     *,
-    model_class: type | None = None,
+    model_class: type,
     tokenizer: Any | None = None,
     **config_overrides: Any,
 ):
@@ -48,10 +51,10 @@ def from_bert(
     Every tensor of the checkpoint is copied: embeddings, all encoder blocks (the Bayesian layers start from the
     blocks they replace), the pooler and, when the checkpoint is a classifier with ``num_labels`` classes, its
     classifier. The tokenizer (loaded from the same place unless given) supplies the [CLS]/[SEP] ids and the
-    sentence-final punctuation ids used to find units. Returns the model in eval mode.
+    sentence-final punctuation ids used to find units. ``model_class`` is the Bayesian sequence classifier to build
+    (``BayesianExpectationForSequenceClassification``, or its ``trust_remote_code`` copy). Returns the model in
+    eval mode.
     """
-    if model_class is None:
-        from .modeling_bayesian_expectation import BayesianExpectationForSequenceClassification as model_class
     source_config = AutoConfig.from_pretrained(name_or_path)
     if source_config.model_type != "bert":
         raise ValueError(
@@ -92,8 +95,6 @@ def from_bert(
     if skipped:
         raise ValueError(f"checkpoint tensors with no place in the Bayesian model: {skipped[:5]}")
     result = model.load_state_dict(state, strict=False)
-    from .modeling_bayesian_expectation import BAYESIAN_ONLY_PARAMETERS
-
     missing = [n for n in result.missing_keys if not any(part in n for part in BAYESIAN_ONLY_PARAMETERS)]
     if missing:
         raise ValueError(f"Bayesian model parameters not found in the checkpoint: {missing[:5]}")

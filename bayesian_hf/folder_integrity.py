@@ -16,7 +16,8 @@
 * :func:`portable_name` — absolute local paths never reach files that are pushed (``config.json``,
   ``summary.json``, ``training_args.json``, the card).
 
-Only the standard library, torch and transformers are imported: this file travels with the modeling code of a
+Only the standard library, torch, transformers and ``model_files`` (the names of a model folder, among them
+:data:`WEIGHT_BOUND_FILES`) are imported: this file travels with the modeling code of a
 saved model (``trust_remote_code``).
 """
 
@@ -39,15 +40,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from .model_files import WEIGHT_BOUND_FILES
+
 logger = logging.getLogger(__name__)
 
 #: weight files written by ``save_pretrained``; never carried over from an old folder
 WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
                    "pytorch_model*.bin", "pytorch_model.bin.index.json")
-#: artifacts that describe particular weights: kept across a save only when the weights are unchanged
-#: (``calibration.json.bak`` / ``.stale``, retired calibrators kept for reference, are never loaded nor pushed)
-WEIGHT_BOUND_FILES = ("calibration.json", "README.md", "reliability_diagram.png", "risk_coverage.png",
-                      "posterior_fit.json", "summary.json")
 STAGING_MARK = ".saving-"
 ASIDE_MARK = ".old-"
 #: a tokenizer smaller than this fraction of the config's vocabulary is not the model's tokenizer

@@ -1,32 +1,37 @@
-"""Artifacts that travel with a model: the model card (with real metrics and a reliability diagram) and the push
-of a complete model folder to the Hub in one commit."""
+"""The model card (with real metrics, a reliability diagram and a risk-coverage plot) and the push of a complete
+model folder to the Hub in one commit (``bayesian-hf push``).
+
+The files a folder holds are named in ``model_files.py``; checking and uploading them is
+``model_artifacts.py``, which ``model.push_to_hub`` uses too (both refuse pickles). This module is the part
+that does not travel with the weights: it needs plotting and ``huggingface_hub.ModelCard``.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import fnmatch
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .folder_integrity import portable_name
 from .metrics import plot_reliability_diagram
-from .modeling_bayesian_expectation import RELIABILITY_PNG as RELIABILITY_DIAGRAM
-from .modeling_bayesian_expectation import RISK_COVERAGE_PNG
-from .folder_integrity import is_transient_name, portable_name, temp_name
+from .model_artifacts import atomic_file, upload_model_folder
+from .model_artifacts import model_folder_files as check_model_folder  # the files to push; refuses pickles
+from .model_files import (  # noqa: F401  (re-exported: the names bayesian-hf push checks)
+    CARD_FILE,
+    IGNORED_FOLDERS,
+    IGNORED_NAMES,
+    REQUIRED_FILES,
+    RISK_COVERAGE_PNG,
+    UNSAFE_SUFFIXES,
+)
+from .model_files import RELIABILITY_PNG as RELIABILITY_DIAGRAM
 from .resources import packaged_file
 
 TEMPLATE = "model_card_template.md"  # in model_cards/, see resources.packaged_file
-REQUIRED_FILES = ("config.json", "model.safetensors", "modeling_bayesian_expectation.py", "configuration_bayesian_expectation.py")
-UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".joblib", ".ckpt")
-# training leftovers in an output folder that are never pushed (Trainer checkpoints hold torch pickles)
-IGNORED_FOLDERS = ("checkpoint-*", "runs", ".cache")
-# never pushed either: hidden entries (staging/aside folders of a save killed half-way, temp files) and the
-# calibrators an earlier save or a posterior refit replaced
-IGNORED_NAMES = (".*", "*.tmp", "*.bak", "*.stale")
 CARD_METRICS = ("accuracy", "f1", "nll", "brier", "ece", "adaptive_ece", "mce", "auroc_error", "aurc")
 
 
@@ -47,7 +52,7 @@ def write_model_card(
     save_directory = Path(save_directory)
     config = model.config
     calibration = getattr(model, "calibration", None)
-    with _atomic_file(save_directory / RELIABILITY_DIAGRAM) as tmp:
+    with atomic_file(save_directory / RELIABILITY_DIAGRAM) as tmp:
         plot_reliability_diagram(eval_probs, eval_labels, tmp, title=f"Reliability on {dataset_name} ({eval_split})")
     metrics = {k: float(eval_metrics[k]) for k in CARD_METRICS if k in eval_metrics and np.isfinite(eval_metrics[k])}
     name = repo_id or save_directory.name
@@ -82,7 +87,7 @@ def write_model_card(
 
         risk_rows = list(calibration.metadata["risk_coverage"])
         thresholds = calibration.metadata.get("decision_thresholds")
-        with _atomic_file(save_directory / RISK_COVERAGE_PNG) as tmp:
+        with atomic_file(save_directory / RISK_COVERAGE_PNG) as tmp:
             plot_risk_coverage(risk_rows, tmp, target_risk=(thresholds or {}).get("target_risk"),
                                title="Risk-coverage (held-out calibration half)")
         risk_png = RISK_COVERAGE_PNG
@@ -109,45 +114,9 @@ def write_model_card(
         risk_coverage_png=risk_png,
         max_length=min(config.max_position_embeddings, 512),
     )
-    with _atomic_file(save_directory / "README.md") as tmp:
+    with atomic_file(save_directory / CARD_FILE) as tmp:
         card.save(tmp)
     return card
-
-
-@contextlib.contextmanager
-def _atomic_file(path: Path) -> Iterator[str]:
-    """A temporary path next to ``path`` (hidden, ``.tmp``: never pushed) that replaces ``path`` in one
-    ``os.replace`` when the block ends; removed on failure. A process killed mid-write leaves the old file."""
-    tmp = path.parent / temp_name(path.name)
-    try:
-        yield str(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def check_model_folder(folder: str | os.PathLike) -> list[str]:
-    """The files to push; raises `ValueError` if a required file is missing or a pickle-based file is present."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"{folder} is not a model folder")
-    names = sorted(
-        str(p.relative_to(folder))
-        for p in folder.rglob("*")
-        if p.is_file() and not any(fnmatch.fnmatch(p.relative_to(folder).parts[0], pat) for pat in IGNORED_FOLDERS)
-        and not any(fnmatch.fnmatch(part, pat) or is_transient_name(part)
-                    for part in p.relative_to(folder).parts for pat in IGNORED_NAMES)
-    )
-    missing = [f for f in REQUIRED_FILES if f not in names]
-    if missing:
-        raise ValueError(f"{folder} is missing {missing}; save it with save_pretrained first")
-    unsafe = [n for n in names if n.endswith(UNSAFE_SUFFIXES)]
-    if unsafe:
-        raise ValueError(f"refusing to push pickle-based files {unsafe}: artifacts must be JSON or safetensors")
-    return names
 
 
 def push_model_folder(
@@ -159,10 +128,6 @@ def push_model_folder(
     commit_message: str = "Upload Bayesian-expectation model with calibrator and model card",
 ) -> str:
     """Push weights, config, tokenizer, calibrator, model card, reliability diagram and modeling code in ONE
-    commit; returns the commit URL."""
-    names = check_model_folder(folder)
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message,
-                             allow_patterns=names)
-    return str(getattr(info, "commit_url", info))
+    commit (`model_artifacts.upload_model_folder`: exactly the files `check_model_folder` lists); returns the
+    commit URL."""
+    return upload_model_folder(folder, repo_id, commit_message=commit_message, private=private, token=token)

@@ -9,8 +9,13 @@ embeddings and (part of) one block run k times.
 Parameter names match ``BertForSequenceClassification`` (``bert.embeddings.*``, ``bert.encoder.layer.{i}.*``,
 ``bert.pooler.*``, ``classifier.*``) so a BERT checkpoint maps onto the model one to one.
 
-This file only uses relative imports of files saved with it, so a saved model loads with
-``trust_remote_code=True`` without ``bayesian_hf`` installed.
+This file only uses relative imports of files saved with it (the list is ``model_files.REMOTE_CODE_FILES``), so a
+saved model loads with ``trust_remote_code=True`` without ``bayesian_hf`` installed.
+
+It is over ~400 lines because it is one cohesive thing, a ``transformers`` model file (outputs, embeddings,
+layers, base model, classification head), like ``modeling_bert.py``. It does no file or Hub work of its own:
+``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` delegate the artifacts (``calibration.json``, card,
+carried files, the push) to ``model_artifacts.py``.
 """
 
 from __future__ import annotations
@@ -25,19 +30,20 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.bert.modeling_bert import BertIntermediate, BertOutput, BertPooler, BertSelfOutput
-from transformers.utils import ModelOutput, cached_file, logging
+from transformers.utils import ModelOutput, can_return_tuple, logging
 
-from .calibration import CALIBRATION_FILENAME, LoadedCalibration, load_calibration, save_calibration
+from .calibration import LoadedCalibration
 from .configuration_bayesian_expectation import BayesianExpectationConfig
-from .folder_integrity import (
-    atomic_model_folder,
-    check_weights_finite,
-    recover_interrupted_save,
-    short_message,
-    weight_files,
-    weights_fingerprint,
-)
+from .conversion import BAYESIAN_ONLY_PARAMETERS, from_bert  # noqa: F401  (BAYESIAN_ONLY_PARAMETERS: re-export)
+from .folder_integrity import atomic_model_folder, check_weights_finite, recover_interrupted_save, short_message
 from .losses import annealed_beta, gaussian_mdl_loss, mdl_loss
+from .model_artifacts import (  # noqa: F401  (CALIBRATION_METADATA_KEYS: re-export)
+    CALIBRATION_METADATA_KEYS,
+    load_calibration_artifact,
+    push_model,
+    save_calibration_artifact,
+)
+from .model_files import CARRIED_FILES, RELIABILITY_PNG, RISK_COVERAGE_PNG  # noqa: F401  (re-exports)
 from .orderings import (
     example_seeds,
     num_units,
@@ -354,16 +360,7 @@ class BayesianExpectationPreTrainedModel(PreTrainedModel):
             module.bias.fill_(EVIDENCE_STRENGTH_INIT)
 
 
-RELIABILITY_PNG = "reliability_diagram.png"
-RISK_COVERAGE_PNG = "risk_coverage.png"
-# files of a saved model folder that push_to_hub carries along besides what save_pretrained writes
-CARRIED_FILES = (
-    "README.md", RELIABILITY_PNG, RISK_COVERAGE_PNG, "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
-)
 EVIDENCE_STRENGTH_INIT = 2.0  # sigmoid(2) = 0.88 of a pseudo-count per unit at the start of training
-# calibration metadata written into calibration.json next to the calibrator (see docs/serving.md)
-CALIBRATION_METADATA_KEYS = ("selection", "fit_split", "fallback", "decision_thresholds", "risk_coverage", "drift_reference")
-BAYESIAN_ONLY_PARAMETERS = ("mixing_logit", "evidence_strength", "posterior.")  # not in a BERT checkpoint: initialised fresh
 
 
 def _additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -412,6 +409,7 @@ class BayesianExpectationModel(BayesianExpectationPreTrainedModel):
             sentence_end_token_ids=config.sentence_end_token_ids,
         )
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -448,9 +446,10 @@ class BayesianExpectationModel(BayesianExpectationPreTrainedModel):
             function of `config.ordering_seed` and each example's tokens, so outputs do not depend on the batch.
         ordering_seed (`int`, *optional*):
             Overrides `config.ordering_seed` for this call (a per-request seed that keeps that independence).
+        return_dict (`bool`, *optional*):
+            `False` returns `output.to_tuple()` (`@can_return_tuple`; default `config.return_dict`).
         """
         config = self.config
-        return_dict = config.return_dict if return_dict is None else return_dict
         output_hidden_states = bool(output_hidden_states)
         output_attentions = bool(output_attentions)
         if (input_ids is None) == (inputs_embeds is None):
@@ -565,7 +564,7 @@ class BayesianExpectationModel(BayesianExpectationPreTrainedModel):
         valid = attention_mask.to(token_dispersion.dtype)
         order_dispersion = (token_dispersion * valid).sum(-1) / valid.sum(-1).clamp(min=1)
         pooled = self.pooler(hidden) if self.pooler is not None else None
-        output = BayesianExpectationModelOutput(
+        return BayesianExpectationModelOutput(
             last_hidden_state=hidden,
             pooler_output=pooled,
             order_dispersion=order_dispersion,
@@ -575,7 +574,6 @@ class BayesianExpectationModel(BayesianExpectationPreTrainedModel):
             hidden_states=tuple(all_hidden) if output_hidden_states else None,
             attentions=tuple(all_attentions) if output_attentions else None,
         )
-        return output if return_dict else output.to_tuple()
 
     @staticmethod
     def _explicit_orderings(
@@ -656,7 +654,8 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         """`PreTrainedModel.save_pretrained` plus `calibration.json` when a calibrator is attached (JSON, never
-        pickle). `push_to_hub` saves through this method, so the calibrator is pushed in the same commit.
+        pickle; `model_artifacts.save_calibration_artifact`). `push_to_hub` saves through this method, so the
+        calibrator is pushed in the same commit.
 
         The whole folder is written atomically (`folder_integrity.atomic_model_folder`): into a sibling staging
         folder first, then swapped in, so a process killed at any moment leaves the old folder or the new one.
@@ -668,48 +667,12 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
         with atomic_model_folder(save_directory) as staging:
             super().save_pretrained(staging, *args, **kwargs)
             if self.calibration is not None:
-                self.save_calibration_file(staging)
+                save_calibration_artifact(self, staging)
 
     def save_calibration_file(self, save_directory: str | os.PathLike) -> str:
         """Write the attached calibrator as `calibration.json` (atomically) in `save_directory`, bound to the sha256
         of the weights saved there (which must be this model's: `save_pretrained` first)."""
-        if self.calibration is None:
-            raise ValueError("no calibrator attached; use set_calibration or bayesian_hf.evaluation.fit_model_calibration")
-        self._check_saved_weights_are_mine(save_directory)
-        meta = self.calibration.metadata
-        return save_calibration(
-            os.path.join(save_directory, CALIBRATION_FILENAME),
-            self.calibration.calibrator,
-            label2id=dict(self.config.label2id),
-            id2label={int(k): str(v) for k, v in self.config.id2label.items()},
-            fit_metrics=dict(meta.get("fit_metrics", {})),
-            num_samples=int(meta.get("num_samples", 0)),
-            conformal=self.calibration.conformal,
-            extra={k: v for k, v in meta.items() if k in CALIBRATION_METADATA_KEYS},
-            weights_sha256=weights_fingerprint(save_directory),
-        )
-
-    def _check_saved_weights_are_mine(self, folder: str | os.PathLike) -> None:
-        """Raise `ValueError` unless ``folder`` holds safetensors weights whose classifier (and posterior) equal
-        this model's: a calibrator bound to other weights would be silently wrong."""
-        from safetensors import safe_open
-
-        files = weight_files(folder)
-        if not files:
-            raise ValueError(f"{folder} holds no model.safetensors: save the model with save_pretrained before its "
-                             "calibrator")
-        own = {k: v for k, v in self.state_dict().items() if k.startswith(("classifier.", "posterior."))}
-        seen = set()
-        for path in files:
-            with safe_open(str(path), framework="pt") as f:
-                for name in set(f.keys()) & set(own):
-                    seen.add(name)
-                    stored = f.get_tensor(name).to(device=own[name].device, dtype=own[name].dtype)
-                    if stored.shape != own[name].shape or not torch.equal(stored, own[name]):
-                        raise ValueError(f"the weights in {folder} are not this model's ({name} differs): call "
-                                         "save_pretrained(folder) before saving the calibrator")
-        if not seen:
-            raise ValueError(f"the weights in {folder} have no classifier: they are not this model's")
+        return save_calibration_artifact(self, save_directory)
 
     def push_to_hub(
         self,
@@ -729,34 +692,16 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
         """`PreTrainedModel.push_to_hub` that sends the whole model in ONE commit: weights, config, modeling code and
         `calibration.json` (via `save_pretrained`), plus the tokenizer (``tokenizer``, or the tokenizer files of
         ``card_dir``) and the model card with its reliability diagram from ``card_dir`` (default: the local folder the
-        model was loaded from, when it has them). Returns the commit URL."""
-        import shutil
-        import tempfile
-
-        from huggingface_hub import HfApi
-
-        source = card_dir if card_dir is not None else self.name_or_path
-        source = str(source) if source and os.path.isdir(str(source)) else None
-        api = HfApi(token=token if isinstance(token, str) else None)
-        with tempfile.TemporaryDirectory() as folder:
-            self.save_pretrained(folder, max_shard_size=max_shard_size)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(folder)
-            for name in CARRIED_FILES if source else ():
-                if os.path.isfile(os.path.join(source, name)) and (tokenizer is None or name in ("README.md", RELIABILITY_PNG, RISK_COVERAGE_PNG)):
-                    shutil.copy(os.path.join(source, name), os.path.join(folder, name))
-            api.create_repo(repo_id, private=private, exist_ok=True)
-            info = api.upload_folder(
-                folder_path=folder,
-                repo_id=repo_id,
-                commit_message=commit_message or "Upload Bayesian-expectation model",
-                commit_description=commit_description,
-                revision=revision,
-                create_pr=create_pr,
-            )
+        model was loaded from, when it has them). Refuses pickle-based files like `bayesian-hf push`: both go through
+        `model_artifacts.upload_model_folder`. Returns the commit URL."""
+        url = push_model(
+            self, repo_id, tokenizer=tokenizer, card_dir=card_dir, commit_message=commit_message,
+            commit_description=commit_description, private=private, token=token, revision=revision,
+            create_pr=create_pr, max_shard_size=max_shard_size,
+        )
         if tags:
             logger.info("tags are set in the model card (README.md) metadata, not by push_to_hub: %s", tags)
-        return str(getattr(info, "commit_url", info))
+        return url
 
     @classmethod
     def from_pretrained(
@@ -767,7 +712,8 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
         load_calibration_file: bool = True,
         **kwargs: Any,
     ):
-        """`PreTrainedModel.from_pretrained` that also loads `calibration.json` (local folder or Hub).
+        """`PreTrainedModel.from_pretrained` that also loads `calibration.json` (local folder or Hub;
+        `model_artifacts.load_calibration_artifact`).
 
         A missing calibrator gives uncalibrated outputs with a warning; a corrupt one, one fit for other labels or
         one bound to other weights (``weights_sha256``) raises `ValueError` unless
@@ -792,39 +738,10 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
         check_weights_finite(model, pretrained_model_name_or_path)
         if not load_calibration_file:
             return model
-        hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only", "subfolder") if k in kwargs}
-        path = cached_file(
-            pretrained_model_name_or_path,
-            CALIBRATION_FILENAME,
-            _raise_exceptions_for_missing_entries=False,
-            _raise_exceptions_for_connection_errors=False,
-            **hub_kwargs,
-        )
-        if path is None:
-            logger.warning(
-                "%s has no %s: probabilities are uncalibrated (fit one with `bayesian-hf calibrate`)",
-                pretrained_model_name_or_path,
-                CALIBRATION_FILENAME,
-            )
-            return model
-        weights = None
-        for name in ("model.safetensors", "model.safetensors.index.json"):
-            found = cached_file(pretrained_model_name_or_path, name, _raise_exceptions_for_missing_entries=False,
-                                _raise_exceptions_for_connection_errors=False, **hub_kwargs)
-            if found is not None:
-                weights = weights_fingerprint(os.path.dirname(found))
-                break
-        try:
-            calibration = load_calibration(
-                path, label2id=dict(model.config.label2id), ignore_mismatch=ignore_calibration_mismatch,
-                id2label={int(k): str(v) for k, v in model.config.id2label.items()}, weights_sha256=weights,
-            )
-        except ValueError:
-            if not ignore_calibration_mismatch:
-                raise
-            logger.warning("ignoring an unreadable %s at %s", CALIBRATION_FILENAME, path)
-            return model
-        model.set_calibration(calibration)
+        calibration = load_calibration_artifact(model, pretrained_model_name_or_path,
+                                                ignore_mismatch=ignore_calibration_mismatch, hub_kwargs=kwargs)
+        if calibration is not None:
+            model.set_calibration(calibration)
         return model
 
     @classmethod
@@ -837,10 +754,21 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
     ) -> "BayesianExpectationForSequenceClassification":
         """Convert a BERT checkpoint (base model or sequence classifier, local path or Hub id) keeping every
         pretrained weight; the Bayesian layers start from the blocks they replace. See `conversion.from_bert`."""
-        from .conversion import from_bert
-
         return from_bert(name_or_path, bayesian_layers=bayesian_layers, num_labels=num_labels, model_class=cls, **config_overrides)
 
+    def _apply_calibration(self, probs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor | None:
+        """``calibrated_probs``: the attached calibrator on ``logits`` (``None`` without one or in training mode),
+        as a tensor of ``probs``' dtype on ``logits``' device.
+
+        The calibrators are numpy objects (fit, stored in ``calibration.json`` and applied by the ONNX backend and
+        the server the same way), so the logits make one float64 round trip through numpy here; a torch port would
+        change the last bits of ``calibrated_probs``."""
+        if self.calibration is None or self.training:
+            return None
+        values = self.calibration.calibrator.transform(logits.detach().double().cpu().numpy())
+        return torch.as_tensor(values, dtype=probs.dtype, device=logits.device)
+
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -863,10 +791,9 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
         r"""
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Class ids in `[0, num_labels)`; the MDL-regularised loss is returned when given.
-        unit_ids, num_orderings, orderings, ordering_weights, generator, ordering_seed: see
+        unit_ids, num_orderings, orderings, ordering_weights, generator, ordering_seed, return_dict: see
             [`BayesianExpectationModel.forward`].
         """
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         base = self.bert(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -926,16 +853,11 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
         if labels is not None and alpha is not None and self.config.head_type != "laplace":
             loss, _ = mdl_loss(alpha, labels, self.config.prior_concentration, beta)
 
-        calibrated = None
-        if self.calibration is not None and not self.training:
-            values = self.calibration.calibrator.transform(logits.detach().double().cpu().numpy())
-            calibrated = torch.as_tensor(values, dtype=stats["probs"].dtype, device=logits.device)
-
-        output = BayesianSequenceClassifierOutput(
+        return BayesianSequenceClassifierOutput(
             loss=loss,
             logits=logits,
             probs=stats["probs"],
-            calibrated_probs=calibrated,
+            calibrated_probs=self._apply_calibration(stats["probs"], logits),
             epistemic=stats["epistemic"],
             aleatoric=stats["aleatoric"],
             total=stats["total"],
@@ -947,7 +869,6 @@ class BayesianExpectationForSequenceClassification(BayesianExpectationPreTrained
             hidden_states=base.hidden_states,
             attentions=base.attentions,
         )
-        return output if return_dict else output.to_tuple()
 
 
 __all__ = [

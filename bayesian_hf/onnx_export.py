@@ -28,6 +28,7 @@ import warnings
 from typing import Any, Iterator, Sequence
 
 from .backends import EXPORT_MANIFEST, is_onnx_export
+from .model_files import CARD_FILES
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ DYNAMIC_AXES = {
     **{name: {0: "batch"} for name in OUTPUT_NAMES},
 }
 # files copied from the model folder when present (the tokenizer is re-saved through AutoTokenizer)
-_CARRIED = ("README.md", "reliability_diagram.png", "risk_coverage.png")
+_CARRIED = CARD_FILES
 
 
 def sha256_file(path: str | os.PathLike) -> str:

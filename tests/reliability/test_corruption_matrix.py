@@ -17,6 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _folders import build_model, observe, save_folder  # noqa: E402
+from bayesian_hf.model_files import REMOTE_CODE_FILES  # noqa: E402
 
 KINDS = ("truncate", "empty", "wrong_types", "nan", "swapped_labels", "huge")
 HUGE_BYTES = 6 * 1024 * 1024  # over the 4 MiB bound of calibration.json
@@ -30,11 +31,10 @@ def original(tmp_path_factory, minilm_tokenizer):
 
 
 def _files() -> list[str]:
-    """The files of a saved folder (fixed list so the test ids do not depend on a fixture)."""
+    """The files of a saved folder (fixed list so the test ids do not depend on a fixture): the data files and the
+    remote code, `model_files.REMOTE_CODE_FILES`."""
     return ["calibration.json", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "modeling_bayesian_expectation.py", "configuration_bayesian_expectation.py", "calibration.py",
-            "folder_integrity.py", "metrics.py", "orderings.py", "posterior.py", "uncertainty.py", "losses.py",
-            "conversion.py"]
+            *REMOTE_CODE_FILES]
 
 
 def _retype(value):

@@ -1,4 +1,5 @@
-"""Model tester on tiny random configs: shapes, masks, gradients, checkpointing, precision, errors."""
+"""Model tests on tiny random configs (`model_tester.BayesianExpectationModelTester`): shapes, masks, gradients,
+checkpointing, precision, errors."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from bayesian_hf import (
 )
 from bayesian_hf.losses import dirichlet_kl, mdl_loss
 from conftest import make_batch, tiny_config
+from model_tester import BayesianExpectationModelTester
 
 
 @pytest.mark.parametrize(
@@ -20,29 +22,21 @@ from conftest import make_batch, tiny_config
 )
 @pytest.mark.parametrize("k", [1, 3, 8])
 def test_output_shapes(unit_lengths, k):
-    torch.manual_seed(0)
-    model = BayesianExpectationForSequenceClassification(tiny_config()).eval()
-    batch = make_batch(unit_lengths, pad_to=max(sum(u) for u in unit_lengths) + 5)
-    with torch.no_grad():
-        out = model(**batch, num_orderings=k, output_hidden_states=True, output_attentions=True)
-    b, s = batch["input_ids"].shape
-    assert out.logits.shape == out.probs.shape == out.concentration.shape == (b, 3)
-    for name in ("epistemic", "aleatoric", "total", "order_dispersion", "num_units"):
-        assert getattr(out, name).shape == (b,), name
-    assert len(out.hidden_states) == 3 and out.hidden_states[-1].shape == (b, s, 32)
-    assert len(out.attentions) == 2 and out.attentions[0].shape == (b, 4, s, s)
-    torch.testing.assert_close(out.probs.sum(-1), torch.ones(b))
-    torch.testing.assert_close(torch.softmax(out.logits, -1), out.probs)
-    assert torch.isfinite(out.logits).all()
+    tester = BayesianExpectationModelTester(unit_lengths, pad_to=max(sum(u) for u in unit_lengths) + 5)
+    config, batch = tester.prepare_config_and_inputs()
+    # the sizes the shapes are checked against: 3 labels, 2 layers (3 hidden states), hidden 32, 4 heads
+    assert (config.num_labels, config.num_hidden_layers, config.hidden_size, config.num_attention_heads) == (3, 2, 32, 4)
+    tester.create_and_check_for_sequence_classification(config, batch, k)
 
 
 def test_model_derives_the_same_units_it_is_given():
-    torch.manual_seed(0)
-    model = BayesianExpectationModel(tiny_config()).eval()
-    batch = make_batch([[2, 3, 2], [4, 4]], pad_to=20)  # (a lone "." would join the run before it)
-    given = batch.pop("unit_ids")
-    derived = model.resolve_unit_ids(batch["input_ids"], batch["attention_mask"])
-    assert torch.equal(derived, given)
+    tester = BayesianExpectationModelTester([[2, 3, 2], [4, 4]], pad_to=20)  # (a lone "." would join the run before it)
+    tester.create_and_check_model(*tester.prepare_config_and_inputs())
+
+
+def test_return_dict_false_returns_the_output_as_a_tuple():
+    tester = BayesianExpectationModelTester([[2, 3, 2], [4, 1]], pad_to=12)
+    tester.create_and_check_return_tuple(*tester.prepare_config_and_inputs())
 
 
 def test_outputs_do_not_depend_on_the_rest_of_the_batch():
@@ -78,7 +72,8 @@ def test_fixed_seed_gives_identical_outputs_and_training_orderings_vary():
 
 
 def test_loss_reaches_every_parameter():
-    torch.manual_seed(0)
+    tester = BayesianExpectationModelTester([[2, 3, 2], [4, 1]])
+    torch.manual_seed(0)  # once: the models below are drawn one after the other from this stream
     for overrides in (
         {},
         {"bayesian_layers": [0, 1], "length_adaptive_mixing": True, "mdl_beta": 0.5},
@@ -86,12 +81,8 @@ def test_loss_reaches_every_parameter():
         {"head_type": "evidential", "mdl_beta": 0.5},
         {"head_type": "counting"},
     ):
-        model = BayesianExpectationForSequenceClassification(tiny_config(**overrides)).train()
-        batch = make_batch([[2, 3, 2], [4, 1]])
-        out = model(**batch, labels=torch.tensor([0, 2]))
-        out.loss.backward()
-        no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
-        assert not no_grad, no_grad
+        config, batch = tester.prepare_config_and_inputs(**overrides)
+        tester.create_and_check_loss_reaches_every_parameter(config, batch, torch.tensor([0, 2]))
 
 
 def test_mdl_loss_reduces_to_cross_entropy_at_beta_zero():
@@ -224,17 +215,8 @@ def test_config_round_trip_and_auto_classes(tmp_path):
 
 
 def test_save_and_load_round_trip_is_safetensors_only(tmp_path):
-    torch.manual_seed(0)
-    model = BayesianExpectationForSequenceClassification(tiny_config()).eval()
-    batch = make_batch([[2, 3, 2]])
-    model.save_pretrained(tmp_path)
-    files = sorted(p.name for p in tmp_path.iterdir())
-    assert "model.safetensors" in files and "config.json" in files
-    assert "modeling_bayesian_expectation.py" in files and "configuration_bayesian_expectation.py" in files
-    assert not [f for f in files if f.endswith((".bin", ".pt", ".pkl", ".pickle"))]
-    loaded = BayesianExpectationForSequenceClassification.from_pretrained(tmp_path).eval()
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(**batch).probs, model(**batch).probs, rtol=0, atol=0)
+    tester = BayesianExpectationModelTester([[2, 3, 2]])
+    tester.create_and_check_save_load(*tester.prepare_config_and_inputs(), tmp_path)
 
 
 def test_learned_evidence_weights_units_between_zero_and_one(tmp_path):
