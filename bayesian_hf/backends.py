@@ -20,6 +20,12 @@ import logging
 import os
 from typing import Any, Literal
 
+import torch
+
+from .folder_integrity import load_checked_tokenizer
+from .modeling_bayesian_expectation import BayesianExpectationForSequenceClassification
+from .onnx_runtime import OnnxBayesianModel
+
 logger = logging.getLogger(__name__)
 
 #: Written by ``bayesian-hf export`` next to ``model.onnx``; its presence makes ``backend="auto"`` pick ONNX.
@@ -56,8 +62,6 @@ def compile_model(model: Any) -> Any:
     posterior predictive and the numpy calibrator stay eager (dynamo cannot trace the calibrator's numpy).
     Compilation is lazy, so one small warm-up batch is run here to surface failures at load time rather than on
     the first request."""
-    import torch
-
     encoder = model.bert
     eager_forward = encoder.forward
     try:
@@ -74,8 +78,6 @@ def compile_model(model: Any) -> Any:
 
 
 def _warm_up(model: Any) -> None:
-    import torch
-
     config = model.config
     device = next(model.parameters()).device
     ids = torch.tensor([[config.cls_token_id or 0] + [5] * 6 + [config.sep_token_id or 0]] * 2, device=device)
@@ -88,11 +90,6 @@ def load_torch(
     path: str, *, device: str = "cpu", compile: bool = False, torch_threads: int | None = None
 ) -> tuple[Any, Any]:
     """The PyTorch model (eval mode, ``calibration.json`` attached) and its tokenizer."""
-    import torch
-
-    from .folder_integrity import load_checked_tokenizer
-    from .modeling_bayesian_expectation import BayesianExpectationForSequenceClassification
-
     if torch_threads:
         torch.set_num_threads(int(torch_threads))
     model = BayesianExpectationForSequenceClassification.from_pretrained(path)
@@ -131,8 +128,6 @@ def load_for_inference(
         logger.warning("--compile applies to the PyTorch backend only; ignored for the ONNX backend")
     if str(device) != "cpu":
         raise ValueError(f"the ONNX backend runs on the CPU; got device={device!r} (use --backend torch for {device})")
-    from .onnx_runtime import OnnxBayesianModel
-
     model = OnnxBayesianModel.from_pretrained(path, num_threads=torch_threads)
     return model, model.tokenizer
 

@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from .inference import collect_outputs
 from .metrics import aurc, expected_calibration_error, negative_log_likelihood
+from .pipelines import format_predictions
 
 #: metric -> True when larger is better
 COMPARED_METRICS: dict[str, bool] = {"accuracy": True, "nll": False, "ece": False, "aurc": False}
@@ -79,10 +81,7 @@ def verdict(intervals: dict[str, dict[str, float]]) -> dict[str, Any]:
 
 def run_model(model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 32) -> dict[str, Any]:
     """Calibrated probabilities (raw when no calibrator), decisions at the model's default thresholds and the
-    wall time per text, through the one batch-prediction path (:func:`bayesian_hf.evaluation.collect_outputs`)."""
-    from .evaluation import collect_outputs
-    from .pipelines import format_predictions
-
+    wall time per text, through the one batch-prediction path (:func:`bayesian_hf.inference.collect_outputs`)."""
     start = time.perf_counter()
     out = collect_outputs(model, tokenizer, texts, batch_size=batch_size, progress=False)
     seconds = time.perf_counter() - start

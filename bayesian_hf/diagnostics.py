@@ -10,6 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import torch
+
+from .orderings import num_units as count_units
+from .orderings import sample_unit_permutations
+from .uncertainty import unit_pooling
+
 
 @dataclass(frozen=True)
 class CoTDiagnostic:
@@ -68,12 +74,6 @@ def positional_bias(
     a unit pulls the realization its own way more than average (primacy/recency effects). The spectrum is
     ``|rfft|`` of the binned bias: power at high frequencies is the "harmonic" artifact of position embeddings.
     """
-    import torch
-
-    from .orderings import num_units as count_units
-    from .orderings import sample_unit_permutations
-    from .uncertainty import unit_pooling
-
     model.eval()
     with torch.no_grad():
         units = count_units(unit_ids)

@@ -1,6 +1,7 @@
-"""Model-level workflows: collect outputs on a dataset, fit and attach a calibrator, check calibration drift.
+"""Model-level workflows: fit and attach a calibrator, evaluate a model, check calibration drift.
 
-`calibration.py` holds the numpy calibrators (and travels with the weights); this module runs the model.
+`calibration.py` holds the numpy calibrators (and travels with the weights); this module runs the model through
+:func:`bayesian_hf.inference.collect_outputs` (re-exported here, where callers have always imported it).
 """
 
 from __future__ import annotations
@@ -11,72 +12,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .calibration import (
     ConformalPredictor,
     LoadedCalibration,
     calibration_summary,
+    make_calibrator,
     select_calibrator,
 )
+from .data.splits import stratified_halves
+from .drift_reference import build_sketch
+from .inference import OUTPUT_KEYS, UNCERTAINTY_KEYS, collect_outputs
 from .metrics import classification_metrics, expected_calibration_error
-from .orderings import tokenize_with_units
+from .pipelines import DEFAULT_THRESHOLDS
+from .risk_control import _probability, decision_thresholds, risk_coverage_table
 
-OUTPUT_FIELDS = ("logits", "probs", "calibrated_probs", "epistemic", "aleatoric", "total", "order_dispersion", "num_units")
-
-
-def collect_outputs(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    texts: Sequence[str],
-    *,
-    batch_size: int = 32,
-    num_orderings: int | None = None,
-    max_length: int | None = None,
-    progress: bool = True,
-    fields: Sequence[str] = OUTPUT_FIELDS,
-    desc: str = "evaluating",
-) -> dict[str, np.ndarray]:
-    """Run the model over ``texts`` in eval mode; returns each output field in ``fields`` (default
-    :data:`OUTPUT_FIELDS`) stacked as a numpy array."""
-    texts = list(texts)
-    if not texts:
-        raise ValueError("no texts to evaluate")
-    model.eval()
-    device = next(model.parameters()).device
-    config = model.config
-    max_length = max_length or min(config.max_position_embeddings, 512)
-    chunks: dict[str, list[np.ndarray]] = {}
-    # length-sorted batches (less padding); the outputs are put back in the input order at the end. Eval-mode
-    # outputs do not depend on the rest of the batch, so this changes nothing but the time.
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    starts = range(0, len(texts), batch_size)
-    for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
-        enc = tokenize_with_units(
-            tokenizer, [texts[i] for i in order[start : start + batch_size]], max_length=max_length,
-            segmentation=config.unit_segmentation,
-        )
-        enc.pop("truncated")
-        with torch.inference_mode():
-            out = model(**{k: v.to(device) for k, v in enc.items()}, num_orderings=num_orderings)
-        for name in fields:
-            value = getattr(out, name, None)
-            if value is not None:
-                chunks.setdefault(name, []).append(value.detach().float().cpu().numpy())
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
-    return {name: np.concatenate(parts)[inverse] for name, parts in chunks.items()}
-
-
-def _stratified_halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    first, second = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        cut = len(idx) // 2
-        first.append(idx[:cut])
-        second.append(idx[cut:])
-    return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
+#: The outputs :func:`collect_outputs` returns by default (the name this module gave them first).
+OUTPUT_FIELDS = OUTPUT_KEYS
+#: The calibration-fit / held-out halves (``bayesian-hf calibrate`` imports this name).
+_stratified_halves = stratified_halves
 
 
 def fit_model_calibration(
@@ -116,9 +70,6 @@ def fit_model_calibration(
     (:func:`~bayesian_hf.risk_control.risk_coverage_table` of half B), and the report the full choices under
     ``"decision_thresholds"``.  An infeasible target stores ``accept`` = ``risk_control.ACCEPT_NOTHING``.
     """
-    from .calibration import make_calibrator
-    from .risk_control import _probability, decision_thresholds
-
     y = np.asarray(labels, dtype=np.int64)
     if len(y) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(y)} labels")
@@ -137,7 +88,7 @@ def fit_model_calibration(
     model.set_calibration(None)
     outputs = collect_outputs(model, tokenizer, texts, batch_size=batch_size, num_orderings=num_orderings)
     logits = outputs["logits"]
-    fit_idx, held_idx = _stratified_halves(y, seed)
+    fit_idx, held_idx = stratified_halves(y, seed)
     calibrator, selection = select_calibrator(logits[fit_idx], y[fit_idx], methods=methods, seed=seed)
     summary = calibration_summary(logits[held_idx], y[held_idx], calibrator)
     selection["fallback"] = None
@@ -158,21 +109,16 @@ def fit_model_calibration(
         summary = calibration_summary(logits[held_idx], y[held_idx], calibrator)
         selection["fallback"] = {"from": chosen, "to": target, "reason": reason}
         selection["chosen"] = target
-    conformal = ConformalPredictor(alpha=alpha, score=conformal_score).fit(calibrator.transform(logits[held_idx]), y[held_idx])
+    held_probs = calibrator.transform(logits[held_idx])
+    conformal = ConformalPredictor(alpha=alpha, score=conformal_score).fit(held_probs, y[held_idx])
     fit_metrics = {k: v for k, v in summary.items() if isinstance(v, float) and math.isfinite(v)}
     decisions: dict[str, Any] = {}
     if target_risk is not None:
-        from .pipelines import DEFAULT_THRESHOLDS
-
         decisions = decision_thresholds(  # no conformal eligibility: the pipeline accepts on confidence alone
-            calibrator.transform(logits[held_idx]), y[held_idx], None, target_risk=target_risk, delta=delta,
+            held_probs, y[held_idx], None, target_risk=target_risk, delta=delta,
             review_target_risk=review_target_risk, review_budget=review_budget,
             default_review=DEFAULT_THRESHOLDS["review"],
         )
-    from .drift import build_sketch
-    from .risk_control import risk_coverage_table
-
-    held_probs = calibrator.transform(logits[held_idx])
     # the risk-coverage table of half B (unseen by the calibrator fit), always: the card shows it
     risk_coverage = decisions.get("risk_coverage") or risk_coverage_table(
         held_probs.max(1), held_probs.argmax(1) == y[held_idx], delta=delta)
@@ -217,7 +163,7 @@ def evaluate_model(
     out = collect_outputs(model, tokenizer, texts, batch_size=batch_size, num_orderings=num_orderings)
     probs = out.get("calibrated_probs", out["probs"])
     metrics = classification_metrics(probs, np.asarray(labels), uncertainty=out["total"])
-    for name in ("epistemic", "aleatoric", "total", "order_dispersion"):
+    for name in UNCERTAINTY_KEYS:
         metrics[f"mean_{name}"] = float(out[name].mean())
     return metrics
 

@@ -1,11 +1,11 @@
 """Uncertainty-aware text classification: the ``"uncertainty-classification"`` pipeline and the batched
-``predict`` the HTTP service uses. Both format results with :func:`format_predictions`, the one place that turns
-model outputs into ``label / score / probabilities / uncertainty / decision`` records.
+``predict`` the HTTP service uses. Both run the model through :mod:`bayesian_hf.inference` (the one batch-prediction
+path) and format results with :func:`format_predictions`, the one place that turns model outputs into
+``label / score / probabilities / uncertainty / decision`` records.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,19 +14,22 @@ import torch
 from transformers import Pipeline
 
 from .diagnostics import optimal_cot_length
+from .inference import (  # noqa: F401  (MAX_NUM_ORDERINGS, OUTPUT_KEYS, check_has_content: re-exported)
+    MAX_NUM_ORDERINGS,
+    OUTPUT_KEYS,
+    check_has_content,
+    check_num_orderings,
+    encode,
+    forward,
+    predict_outputs,
+    resolve_num_orderings,
+)
 from .metrics import to_numpy
-from .orderings import tokenize_with_units
 from .risk_control import ACCEPT_NOTHING
-
-logger = logging.getLogger(__name__)
 
 #: Used when neither the call nor the model's calibration (its stored ``decision_thresholds``) gives thresholds.
 DEFAULT_THRESHOLDS: dict[str, float] = {"accept": 0.9, "review": 0.6}
 DEFAULT_COT_PARAMS: dict[str, float] = {"alpha": 1.0, "bits_gap": 1.0, "epsilon": 0.05}
-#: The most orderings :func:`predict` and the pipeline run per text, whichever source asks (a call or the model
-#: config's ``num_orderings``); the server applies its own ``--max-num-orderings`` the same way.
-MAX_NUM_ORDERINGS = 1024
-OUTPUT_KEYS = ("logits", "probs", "calibrated_probs", "epistemic", "aleatoric", "total", "order_dispersion", "num_units")
 
 
 def _check_threshold(key: str, value: Any) -> float:
@@ -78,40 +81,6 @@ def default_thresholds(model: Any) -> dict[str, float]:
     present, else :data:`DEFAULT_THRESHOLDS`."""
     stored = calibration_thresholds(getattr(model, "calibration", None))
     return stored if stored is not None else dict(DEFAULT_THRESHOLDS)
-
-
-def resolve_num_orderings(model: Any, num_orderings: int | None = None,
-                          max_num_orderings: int = MAX_NUM_ORDERINGS) -> int:
-    """The orderings of one call: ``num_orderings``, else the model config's, clamped to ``max_num_orderings``.
-
-    A call asking for more than the limit is an error (the caller chose it); a config asking for more is clamped
-    with a warning (a model folder must not make every call allocate ``k`` copies of the activations).
-    """
-    if num_orderings is not None:
-        if isinstance(num_orderings, bool) or not isinstance(num_orderings, int) or num_orderings < 1:
-            raise ValueError(f"num_orderings must be an integer >= 1, got {num_orderings!r}")
-        if num_orderings > max_num_orderings:
-            raise ValueError(f"num_orderings={num_orderings} exceeds the limit of {max_num_orderings}; ask for fewer")
-        return num_orderings
-    configured = getattr(model.config, "num_orderings", 1)
-    if isinstance(configured, bool) or not isinstance(configured, int) or configured < 1:
-        raise ValueError(f"the model config's num_orderings must be an integer >= 1, got {configured!r}")
-    if configured > max_num_orderings:
-        logger.warning("the model config asks for num_orderings=%d; using the limit %d", configured,
-                       max_num_orderings)
-        return max_num_orderings
-    return configured
-
-
-def check_has_content(unit_ids: Any) -> None:
-    """Raise ``ValueError`` for a text with nothing to classify: no token besides the special ones (text made of
-    control, NUL or zero-width characters only), like an empty text. ``unit_ids``: (batch, seq) from
-    :func:`~bayesian_hf.orderings.tokenize_with_units`."""
-    empty = (torch.as_tensor(unit_ids) > 0).sum(dim=-1) == 0
-    if bool(empty.any()):
-        i = int(empty.nonzero()[0, 0])
-        raise ValueError(f"text {i} has nothing to classify: no token besides the special ones (only control, NUL "
-                         "or zero-width characters?)")
 
 
 def decide(confidence: float, thresholds: Mapping[str, float], set_size: int | None = None) -> str:
@@ -218,29 +187,17 @@ def predict(
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"text {i} is empty or not a string")
     thresholds = validate_thresholds(thresholds, default_thresholds(model))
-    config = model.config
-    enc = tokenize_with_units(
-        tokenizer, list(texts), max_length=max_length or min(config.max_position_embeddings, 512),
-        segmentation=config.unit_segmentation,
-    )
-    check_has_content(enc["unit_ids"])
-    num_orderings = resolve_num_orderings(model, num_orderings, max_num_orderings)
-    truncated = enc.pop("truncated").tolist()
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        out = model(**{k: v.to(device) for k, v in enc.items()}, num_orderings=num_orderings, ordering_seed=seed)
-    calibration = getattr(model, "calibration", None)
-    return format_predictions(
-        {k: getattr(out, k, None) for k in OUTPUT_KEYS},
-        config.id2label,
-        conformal=calibration.conformal if calibration is not None else None,
-        thresholds=thresholds,
-        calibration=calibration,
-        truncated=truncated,
-        return_cot=return_cot,
-        cot_params=cot_params,
-        return_raw_probabilities=return_raw_probabilities,
-    )
+    outputs, truncated = predict_outputs(model, tokenizer, texts, num_orderings=num_orderings, seed=seed,
+                                         max_length=max_length, max_num_orderings=max_num_orderings,
+                                         require_content=True)
+    return _records(model, outputs, thresholds=thresholds, truncated=truncated, return_cot=return_cot,
+                    cot_params=cot_params, return_raw_probabilities=return_raw_probabilities)
+
+
+def _records(model: Any, outputs: Mapping[str, Any], **kwargs: Any) -> list[dict[str, Any]]:
+    """:func:`format_predictions` with the model's labels and calibration (its conformal sets, stored thresholds)."""
+    return format_predictions(outputs, model.config.id2label, calibration=getattr(model, "calibration", None),
+                              **kwargs)
 
 
 class UncertaintyClassificationPipeline(Pipeline):
@@ -279,13 +236,11 @@ class UncertaintyClassificationPipeline(Pipeline):
         if kwargs:
             raise ValueError(f"unknown uncertainty-classification parameters: {sorted(kwargs)}")
         preprocess = {"max_length": max_length} if max_length is not None else {}
-        forward: dict[str, Any] = {}
+        forward_params: dict[str, Any] = {}
         if num_orderings is not None:
-            if isinstance(num_orderings, bool) or not isinstance(num_orderings, int) or num_orderings < 1:
-                raise ValueError(f"num_orderings must be an integer >= 1, got {num_orderings!r}")
-            forward["num_orderings"] = num_orderings
+            forward_params["num_orderings"] = check_num_orderings(num_orderings)
         if seed is not None:
-            forward["seed"] = int(seed)
+            forward_params["seed"] = int(seed)
         post: dict[str, Any] = {}
         if thresholds is not None:  # checked now against the model's defaults, merged with them at each call
             validate_thresholds(thresholds, default_thresholds(self.model))
@@ -294,24 +249,19 @@ class UncertaintyClassificationPipeline(Pipeline):
             post["return_cot"] = bool(return_cot)
         if cot_params is not None:
             post["cot_params"] = dict(cot_params)
-        return preprocess, forward, post
+        return preprocess, forward_params, post
 
     def preprocess(self, inputs: str, max_length: int | None = None) -> dict[str, torch.Tensor]:
         if not isinstance(inputs, str) or not inputs.strip():
             raise ValueError("uncertainty-classification needs a non-empty string")
-        config = self.model.config
-        enc = tokenize_with_units(
-            self.tokenizer, [inputs], max_length=max_length or min(config.max_position_embeddings, 512),
-            segmentation=config.unit_segmentation,
-        )
+        enc = encode(self.model, self.tokenizer, [inputs], max_length)
         check_has_content(enc["unit_ids"])
         return enc
 
     def _forward(self, model_inputs: dict[str, torch.Tensor], num_orderings: int | None = None, seed: int | None = None):
         truncated = model_inputs.pop("truncated")
         num_orderings = resolve_num_orderings(self.model, num_orderings)
-        out = self.model(**model_inputs, num_orderings=num_orderings, ordering_seed=seed)
-        result = {k: getattr(out, k) for k in OUTPUT_KEYS if getattr(out, k, None) is not None}
+        result = forward(self.model, model_inputs, num_orderings=num_orderings, seed=seed)
         result["truncated"] = truncated
         return result
 
@@ -322,18 +272,10 @@ class UncertaintyClassificationPipeline(Pipeline):
         return_cot: bool = False,
         cot_params: Mapping[str, float] | None = None,
     ) -> dict[str, Any]:
-        calibration = getattr(self.model, "calibration", None)
         truncated = model_outputs.pop("truncated")
-        return format_predictions(
-            model_outputs,
-            self.model.config.id2label,
-            conformal=calibration.conformal if calibration is not None else None,
-            thresholds=thresholds,
-            calibration=calibration,
-            truncated=to_numpy(truncated).reshape(-1).tolist(),
-            return_cot=return_cot,
-            cot_params=cot_params,
-        )[0]
+        return _records(self.model, model_outputs, thresholds=thresholds,
+                        truncated=to_numpy(truncated).reshape(-1).tolist(), return_cot=return_cot,
+                        cot_params=cot_params)[0]
 
 
 def register_pipeline() -> None:
