@@ -19,7 +19,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .folder_integrity import portable_name
 from .plotting import plot_reliability_diagram
 from .model_artifacts import atomic_file, upload_model_folder
-from .model_artifacts import model_folder_files as check_model_folder  # the files to push; refuses pickles
+# check_model_folder: the files to push; refuses pickles and incomplete folders
+from .model_artifacts import model_folder_files as check_model_folder  # noqa: F401
 from .model_files import (  # noqa: F401  (re-exported: the names bayesian-hf push checks)
     CARD_FILE,
     IGNORED_FOLDERS,

@@ -52,7 +52,9 @@ from .model_files import (
 logger = logging.getLogger(__name__)
 
 #: calibration metadata written into calibration.json next to the calibrator (see docs/serving.md)
-CALIBRATION_METADATA_KEYS = ("selection", "fit_split", "fallback", "decision_thresholds", "risk_coverage", "drift_reference")
+CALIBRATION_METADATA_KEYS = (
+    "selection", "fit_split", "fallback", "decision_thresholds", "risk_coverage", "drift_reference",
+)
 #: what ``from_pretrained`` passes on to ``cached_file`` when it looks for ``calibration.json`` and the weights
 HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "subfolder")
 
@@ -182,7 +184,8 @@ def copy_carried_files(source: str | os.PathLike, folder: str | os.PathLike, nam
 def _ignored(relative: Path) -> bool:
     if any(fnmatch.fnmatch(relative.parts[0], pat) for pat in IGNORED_FOLDERS):
         return True
-    return any(fnmatch.fnmatch(part, pat) or is_transient_name(part) for part in relative.parts for pat in IGNORED_NAMES)
+    return any(fnmatch.fnmatch(part, pat) or is_transient_name(part)
+               for part in relative.parts for pat in IGNORED_NAMES)
 
 
 def model_folder_files(folder: str | os.PathLike) -> list[str]:
@@ -193,7 +196,8 @@ def model_folder_files(folder: str | os.PathLike) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a model folder")
-    names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not _ignored(p.relative_to(folder)))
+    names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                   if p.is_file() and not _ignored(p.relative_to(folder)))
     missing = [f for f in REQUIRED_FILES if f not in names and not (f == WEIGHTS_FILE and WEIGHTS_INDEX_FILE in names)]
     if missing:
         raise ValueError(f"{folder} is missing {missing}; save it with save_pretrained first")
@@ -252,7 +256,8 @@ def push_model(
             tokenizer.save_pretrained(folder)
         if source:
             copy_carried_files(source, folder, CARD_FILES if tokenizer is not None else CARRIED_FILES)
-        return upload_model_folder(folder, repo_id, commit_message=commit_message or "Upload Bayesian-expectation model",
+        return upload_model_folder(folder, repo_id,
+                                   commit_message=commit_message or "Upload Bayesian-expectation model",
                                    token=token if isinstance(token, str) else None, **upload)
 
 
