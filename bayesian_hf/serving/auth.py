@@ -36,6 +36,15 @@ def key_id(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
 
 
+def warn_if_readable(path: str, what: str, log: logging.Logger) -> None:
+    """Warn through ``log`` when other users may read the secret file ``path`` (``what`` names it)."""
+    try:
+        if os.stat(path).st_mode & (stat.S_IRGRP | stat.S_IROTH):
+            log.warning("%s %s is readable by other users; chmod 600 it", what, path)
+    except OSError:  # pragma: no cover
+        pass
+
+
 def load_api_keys(path: str | os.PathLike[str]) -> list[str]:
     """Read the key file. Raises ``ValueError`` when it has no key, a key shorter than 16 characters, or a key
     with whitespace inside; warns when other users may read it."""
@@ -59,12 +68,7 @@ def load_api_keys(path: str | os.PathLike[str]) -> list[str]:
         keys.append(text)
     if not keys:
         raise ValueError(f"API key file {path} has no keys (one per line, '#' for comments)")
-    try:
-        mode = os.stat(path).st_mode
-        if mode & (stat.S_IRGRP | stat.S_IROTH):
-            logger.warning("API key file %s is readable by other users; chmod 600 it", path)
-    except OSError:  # pragma: no cover
-        pass
+    warn_if_readable(path, "API key file", logger)
     return list(dict.fromkeys(keys))
 
 
