@@ -58,7 +58,7 @@ def test_a_fresh_process_loads_the_model_from_the_remote_code_files_alone(tmp_pa
     # the site-packages folders are put on the path by hand
     script = textwrap.dedent(
         f"""
-        import importlib.util, json, sys
+        import importlib.util, json, os, sys
         sys.path.extend({site_packages!r})
         assert importlib.util.find_spec("bayesian_hf") is None, "bayesian_hf must not be importable here"
         import torch
@@ -68,8 +68,9 @@ def test_a_fresh_process_loads_the_model_from_the_remote_code_files_alone(tmp_pa
         batch = {{k: torch.tensor(v) for k, v in json.loads({json.dumps({k: v.tolist() for k, v in batch.items()})!r}).items()}}
         with torch.no_grad():
             out = model(**batch)
-        code = sorted({{name.rsplit(".", 1)[-1] + ".py" for name in sys.modules
-                       if name.startswith("transformers_modules.") and name.count(".") >= 2}})
+        files = [getattr(m, "__file__", None) or "" for n, m in list(sys.modules.items())
+                 if n.startswith("transformers_modules.")]
+        code = sorted({{os.path.basename(f) for f in files if f.endswith(".py")}} - {{"__init__.py"}})
         heavy = sorted({{m for m in sys.modules for h in {HEAVY_MODULES!r} if m == h or m.startswith(h + ".")}})
         print(json.dumps({{"probs": out.probs.tolist(), "calibrated": out.calibrated_probs.tolist(), "code": code,
                           "heavy": heavy}}))
