@@ -35,7 +35,7 @@ import torch
 from huggingface_hub import HfApi
 from transformers.utils import cached_file
 
-from .calibration import LoadedCalibration, load_calibration, save_calibration
+from .calibration_artifact import LoadedCalibration, load_calibration, save_calibration
 from .folder_integrity import is_transient_name, temp_name, weight_files, weights_fingerprint
 from .model_files import (
     CALIBRATION_FILENAME,

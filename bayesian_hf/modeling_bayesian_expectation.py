@@ -32,7 +32,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.bert.modeling_bert import BertIntermediate, BertOutput, BertPooler, BertSelfOutput
 from transformers.utils import ModelOutput, can_return_tuple, logging
 
-from .calibration import LoadedCalibration
+from .calibration_artifact import LoadedCalibration
 from .configuration_bayesian_expectation import BayesianExpectationConfig
 from .conversion import BAYESIAN_ONLY_PARAMETERS, from_bert  # noqa: F401  (BAYESIAN_ONLY_PARAMETERS: re-export)
 from .folder_integrity import atomic_model_folder, check_weights_finite, recover_interrupted_save, short_message
