@@ -18,6 +18,7 @@ from transformers import pipeline
 from bayesian_hf import BayesianExpectationForSequenceClassification, predict
 from bayesian_hf.evaluation import calibration_drift, collect_outputs, evaluate_model, fit_model_calibration
 from bayesian_hf.hub import check_model_folder, push_model_folder, write_model_card
+from bayesian_hf.model_files import REMOTE_CODE_FILES
 
 TEXTS = ["The pasta was superb. The waiter was rude! Great view.", "Awful room. Noisy street. Cold shower."]
 
@@ -156,7 +157,8 @@ def test_push_and_load_from_a_local_hub_in_a_fresh_process(calibrated_dir, local
 
     files = set(HfApi().list_repo_files("user/tiny-bayes"))
     assert {"calibration.json", "README.md", "reliability_diagram.png", "model.safetensors", "tokenizer.json",
-            "modeling_bayesian_expectation.py", "calibration.py", "metrics.py"} <= files
+            "modeling_bayesian_expectation.py", "calibration_artifact.py", "metrics.py"} <= files
+    assert set(REMOTE_CODE_FILES) <= files  # all the remote code (the calibrators now live in their own files)
     assert len(HfApi().list_repo_commits("user/tiny-bayes")) == 2  # the initial commit + ONE upload commit
     expected = predict(model, tokenizer, TEXTS, seed=2)
     script = textwrap.dedent(
