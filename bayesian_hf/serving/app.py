@@ -61,7 +61,7 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None) -> Fast
             state.metrics.model_ready.set(0)
             logger.info("bayesian-hf service stopped")
 
-    from .. import __version__
+    from .. import __version__  # defined only in the package root (no version module yet)
 
     app = FastAPI(title="bayesian-hf", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url="/docs" if settings.enable_docs else None, redoc_url=None, openapi_url="/openapi.json")

@@ -11,7 +11,13 @@ import os
 import platform
 from typing import Any
 
-from ..drift import ReferenceSketch
+import torch
+import transformers
+from huggingface_hub import ModelCard
+
+from ..backends import load_for_inference
+from ..drift_reference import ReferenceSketch
+from ..pipelines import default_thresholds, validate_thresholds
 from .schemas import CalibrationInfo, CardMetric, ModelInfo
 from .settings import ServeSettings
 
@@ -21,8 +27,6 @@ logger = logging.getLogger("bayesian_hf.serving")
 def load_model(settings: ServeSettings) -> tuple[Any, Any]:
     """The default loader: the model (with its calibration.json) and its tokenizer, ready for inference, through
     `bayesian_hf.backends.load_for_inference` (PyTorch or ONNX Runtime per ``settings.backend``)."""
-    from ..backends import load_for_inference
-
     return load_for_inference(settings.model, backend=settings.backend, device=settings.device,
                               compile=settings.compile, torch_threads=settings.torch_threads)
 
@@ -33,8 +37,6 @@ def _card_metrics(model_path: str) -> list[dict[str, Any]] | None:
     if not os.path.isfile(readme):
         return None
     try:
-        from huggingface_hub import ModelCard
-
         data = ModelCard.load(readme, ignore_metadata_errors=True).data.to_dict()
     except Exception as err:  # a broken card must not stop the service
         logger.warning("could not read the model card %s: %s", readme, err)
@@ -78,10 +80,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def build_model_info(settings: ServeSettings, model: Any) -> dict[str, Any]:
-    import torch
-    import transformers
-
-    from .. import __version__
+    from .. import __version__  # defined only in the package root (no version module yet)
 
     config = model.config
     local = os.path.isdir(settings.model)
@@ -121,8 +120,6 @@ def build_model_info(settings: ServeSettings, model: Any) -> dict[str, Any]:
 def effective_thresholds(settings: ServeSettings, model: Any) -> dict[str, float]:
     """Request defaults: the flags / environment where set, else the model calibration's stored
     ``decision_thresholds`` (``bayesian-hf calibrate --target_risk``), else 0.9 / 0.6."""
-    from ..pipelines import default_thresholds, validate_thresholds
-
     return validate_thresholds(settings.thresholds, defaults=default_thresholds(model))
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from ..pipelines import validate_thresholds
 from .api_docs import ERRORS, PROTECTED
 from .batching import BatcherClosed, Overloaded, PredictParams
 from .errors import ApiError
@@ -27,8 +28,6 @@ PREDICTION_FIELDS = tuple(Prediction.model_fields)
 def resolve(state: ServiceState, options: PredictOptions) -> PredictParams:
     """The request's ``num_orderings`` and thresholds over the defaults (flags, then the model's); 422 when out of
     bounds."""
-    from ..pipelines import validate_thresholds
-
     settings = state.settings
     # every source of k under --max-num-orderings: the request's (422 above), the flag's (checked at start),
     # the model config's (clamped)

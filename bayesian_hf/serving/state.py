@@ -13,7 +13,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..drift import DEFAULT_MIN_SAMPLES, DriftWindow, ReferenceSketch, drift_statistics, record_signals
+from ..drift import DEFAULT_MIN_SAMPLES, DriftWindow, drift_statistics
+from ..drift_reference import ReferenceSketch, record_signals
+from ..pipelines import predict
 from .batching import MicroBatcher, PredictParams
 from .errors import ApiError
 from .jwt_auth import Authenticator
@@ -60,8 +62,6 @@ class ServiceState:
 
     def infer(self, texts: list[str], params: PredictParams) -> list[dict[str, Any]]:
         """One forward pass (runs in the batcher's worker thread)."""
-        from ..pipelines import predict
-
         return predict(self.model, self.tokenizer, texts, num_orderings=params.num_orderings,
                        thresholds=dict(params.thresholds), max_length=self.settings.max_length,
                        return_cot=params.return_cot, max_num_orderings=self.settings.max_num_orderings)
@@ -153,8 +153,6 @@ class ServiceState:
         shadow_model, shadow_tokenizer = self.shadow
 
         def work() -> None:
-            from ..pipelines import predict
-
             try:
                 shadow_records = predict(shadow_model, shadow_tokenizer, texts, num_orderings=params.num_orderings,
                                          thresholds=dict(params.thresholds), max_length=self.settings.max_length)
