@@ -1,5 +1,8 @@
 """Model folders that cannot silently go wrong: one place that saves a folder atomically and checks one at load.
 
+Over ~400 lines because it is one cohesive thing, the integrity of a model folder on disk: how it is swapped in,
+repaired after a killed save, fingerprinted, and checked when it is loaded.
+
 * :func:`atomic_model_folder` — ``save_pretrained`` writes into a sibling staging folder, then swaps it in
   (``renameat2(RENAME_EXCHANGE)`` where Linux offers it, else two renames). A SIGKILL at any moment leaves the
   old folder or the new one. Files of the old folder that do not belong to its weights (tokenizer, training
