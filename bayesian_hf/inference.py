@@ -1,6 +1,6 @@
 """The one batch-prediction path: texts -> tokens with units -> forward pass -> per-text outputs.
 
-:func:`predict_outputs` is the only code that runs the model over texts for prediction or evaluation:
+:func:`predict_outputs` is the package's only code that runs the model over texts (the Trainer's loops aside):
 :func:`bayesian_hf.pipelines.predict` (one forward pass, then records), :func:`collect_outputs` (numpy arrays over
 a dataset in length-sorted batches: evaluation, calibration, posterior fitting, drift references, A/B comparison)
 and, through ``predict``, the server, ``bayesian-hf predict`` and the demo.  The ``uncertainty-classification``
