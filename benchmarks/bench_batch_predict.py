@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         load_before = os.getloadavg()
         for repeat in range(args.repeats):
             for mode in (("bucketed", "input_order") if repeat % 2 == 0 else ("input_order", "bucketed")):
-                bi.length_buckets = original if mode == "bucketed" else in_order
+                bi.prediction.length_buckets = original if mode == "bucketed" else in_order  # what predict_rows calls
                 out = Path(tmp) / f"{mode}.parquet"
                 options = bi.BatchPredictOptions(model=str(model_dir), data=str(data), output=str(out),
                                                  batch_size=args.batch_size, part_size=args.part_size,
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 bi.run_batch_predict(options, environ={})
                 timings[mode].append(time.perf_counter() - start)
                 outputs[mode] = pq.read_table(out)
-        bi.length_buckets = original
+        bi.prediction.length_buckets = original
         load_after = os.getloadavg()
 
     a, b = outputs["bucketed"], outputs["input_order"]
