@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .orderings import num_units as count_units
 from .orderings import sample_unit_permutations
+from .tokenization import num_units as count_units
 from .uncertainty import unit_pooling
 
 

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .modeling_bayesian_expectation import BayesianSequenceClassifierOutput
-from .orderings import tokenize_with_units
+from .tokenization import tokenize_with_units
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def encode(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int | N
 def check_has_content(unit_ids: Any) -> None:
     """Raise ``ValueError`` for a text with nothing to classify: no token besides the special ones (text made of
     control, NUL or zero-width characters only), like an empty text. ``unit_ids``: (batch, seq) from
-    :func:`~bayesian_hf.orderings.tokenize_with_units`."""
+    :func:`~bayesian_hf.tokenization.tokenize_with_units`."""
     empty = (torch.as_tensor(unit_ids) > 0).sum(dim=-1) == 0
     if bool(empty.any()):
         i = int(empty.nonzero()[0, 0])

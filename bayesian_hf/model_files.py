@@ -58,6 +58,7 @@ REMOTE_CODE_FILES = tuple(sorted((
     "modeling_bayesian_expectation.py",
     "orderings.py",
     "posterior.py",
+    "tokenization.py",
     "uncertainty.py",
 )))
 

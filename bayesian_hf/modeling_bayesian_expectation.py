@@ -45,15 +45,13 @@ from .model_artifacts import (  # noqa: F401  (CALIBRATION_METADATA_KEYS: re-exp
 )
 from .model_files import CARRIED_FILES, RELIABILITY_PNG, RISK_COVERAGE_PNG  # noqa: F401  (re-exports)
 from .orderings import (
+    effective_num_orderings,
     example_seeds,
-    num_units,
     permuted_position_ids,
     sample_unit_permutations,
-    effective_num_orderings,
-    unit_ids_from_input_ids,
-    validate_unit_ids,
 )
 from .posterior import LaplacePosterior, point_predictive
+from .tokenization import num_units, unit_ids_from_input_ids, validate_unit_ids
 from .uncertainty import (
     dirichlet_posterior,
     dirichlet_uncertainty,

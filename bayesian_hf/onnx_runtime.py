@@ -2,7 +2,7 @@
 :func:`bayesian_hf.evaluation.collect_outputs` and the server use like the PyTorch model.
 
 :class:`OnnxBayesianModel` loads a folder written by ``bayesian-hf export`` (verifying it first, see
-:func:`bayesian_hf.onnx_export.verify_export`), computes the orderings exactly as the PyTorch model does in eval
+:func:`bayesian_hf.onnx_manifest.verify_export`), computes the orderings exactly as the PyTorch model does in eval
 mode (:func:`eval_orderings`), runs the graph and applies the calibrator from ``calibration.json`` in numpy, as
 ``BayesianExpectationForSequenceClassification.forward`` does.
 """
@@ -19,14 +19,13 @@ import torch
 from .calibration import CALIBRATION_FILENAME, LoadedCalibration, load_calibration
 from .configuration_bayesian_expectation import BayesianExpectationConfig
 from .modeling_bayesian_expectation import BayesianSequenceClassifierOutput
+from .onnx_manifest import ONNX_FILENAME, verify_export
 from .orderings import (
     effective_num_orderings,
     example_seeds,
-    num_units,
     sample_unit_permutations,
-    unit_ids_from_input_ids,
-    validate_unit_ids,
 )
+from .tokenization import num_units, unit_ids_from_input_ids, validate_unit_ids
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +106,6 @@ class OnnxBayesianModel:
         import onnxruntime as ort
 
         from .folder_integrity import load_checked_tokenizer
-        from .onnx_export import ONNX_FILENAME, verify_export
 
         path = os.fspath(path)
         if not os.path.isdir(path):

@@ -213,7 +213,7 @@ def work_lower_bound(texts: Sequence[str], num_orderings: int, *, max_length: in
     Per text: tokens >= min(max_length, word runs + 2), since every run of word characters gives at least one
     token; units >= the sentences that start before character ``max_length - 2`` and hold a word character,
     since a token covers at least one character, so such a sentence starts inside the kept tokens."""
-    from ..orderings import split_sentences
+    from ..tokenization import split_sentences
 
     total = 0
     for text in texts:
@@ -246,7 +246,7 @@ def measure_texts(tokenizer: Any, texts: Sequence[str], *, max_length: int, segm
     already fills ``max_length`` tokens the counts are exact, since the rest would be truncated; the few texts
     whose prefix does not are measured whole. A 64 x 10 kB request is measured in a fraction of the time its
     full tokenisation takes, so requests refused for their work cost little to refuse."""
-    from ..orderings import tokenize_with_units
+    from ..tokenization import tokenize_with_units
 
     def run(batch: list[str]) -> tuple[list[int], list[int], list[int]]:
         enc = tokenize_with_units(tokenizer, batch, max_length=max_length, segmentation=segmentation,

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..orderings import tokenize_with_units
+from ..tokenization import tokenize_with_units
 
 
 @dataclass
