@@ -24,20 +24,14 @@ import torch
 
 from .folder_integrity import load_checked_tokenizer
 from .modeling_bayesian_expectation import BayesianExpectationForSequenceClassification
+from .onnx_manifest import EXPORT_MANIFEST, is_onnx_export
 from .onnx_runtime import OnnxBayesianModel
 
 logger = logging.getLogger(__name__)
 
-#: Written by ``bayesian-hf export`` next to ``model.onnx``; its presence makes ``backend="auto"`` pick ONNX.
-EXPORT_MANIFEST = "export_manifest.json"
 BACKENDS = ("auto", "torch", "onnx")
 
 Backend = Literal["auto", "torch", "onnx"]
-
-
-def is_onnx_export(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a folder written by ``bayesian-hf export`` (it holds the export manifest)."""
-    return os.path.isfile(os.path.join(os.fspath(path), EXPORT_MANIFEST))
 
 
 def resolve_backend(path: str | os.PathLike, backend: str = "auto") -> str:

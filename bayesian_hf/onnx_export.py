@@ -17,7 +17,6 @@ whose files do not match their checksums or whose labels disagree with the confi
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -27,19 +26,31 @@ import time
 import warnings
 from typing import Any, Iterator, Sequence
 
-from .backends import EXPORT_MANIFEST, is_onnx_export
-from .model_files import CARD_FILES
+from . import posterior  # the module: its draw function is swapped while tracing
+from .folder_integrity import weights_fingerprint
+from .inference import token_limit
+from .model_files import CALIBRATION_FILENAME, CARD_FILES
+from .modeling_bayesian_expectation import BayesianExpectationForSequenceClassification
+from .onnx_manifest import (  # noqa: F401  (re-exported: the manifest names and checks were first defined here)
+    EXPORT_MANIFEST,
+    INPUT_NAMES,
+    MANIFEST_FORMAT,
+    MANIFEST_VERSION,
+    ONNX_FILENAME,
+    OUTPUT_NAMES,
+    is_onnx_export,
+    read_manifest,
+    sha256_file,
+    verify_export,
+)
+from .onnx_runtime import eval_orderings
+from .version import __version__
 
 logger = logging.getLogger(__name__)
 
-ONNX_FILENAME = "model.onnx"
-MANIFEST_FORMAT = "bayesian_hf.onnx_export"
-MANIFEST_VERSION = 1
 DEFAULT_OPSET = 17
 FORMATS = ("onnx",)
 QUANTIZATIONS = ("int8",)
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids", "unit_ids", "orderings", "ordering_weights")
-OUTPUT_NAMES = ("probs", "logits", "epistemic", "aleatoric", "total", "order_dispersion", "num_units")
 DYNAMIC_AXES = {
     "input_ids": {0: "batch", 1: "sequence"},
     "attention_mask": {0: "batch", 1: "sequence"},
@@ -53,22 +64,12 @@ DYNAMIC_AXES = {
 _CARRIED = CARD_FILES
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _versions() -> dict[str, str]:
     import onnx
     import onnxruntime
     import torch
     import transformers
 
-    from . import __version__
 
     return {"bayesian_hf": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
@@ -116,7 +117,6 @@ def _constant_posterior_draws(config: Any) -> Iterator[None]:
     (which ONNX cannot express). The values are those of the original function."""
     import torch
 
-    from . import posterior
 
     original = posterior.standard_normal_draws
     # LaplacePosterior.forward draws (posterior_samples, 2C) in float32 (the logits' dtype promoted to float32)
@@ -140,10 +140,9 @@ def _trace_inputs(model: Any) -> dict[str, Any]:
     constant the tracer may keep is an upper bound), many units, k >= 2 orderings from the eval-mode rule."""
     import torch
 
-    from .onnx_runtime import eval_orderings
 
     config = model.config
-    seq = min(int(config.max_position_embeddings), 512)
+    seq = token_limit(config)
     num_units = max(2, min(12, (seq - 2) // 2))
     gen = torch.Generator().manual_seed(0)
     input_ids = torch.randint(5, min(int(config.vocab_size), 1000), (2, seq), generator=gen)
@@ -205,8 +204,6 @@ def export_onnx(
     import torch
     from transformers import AutoTokenizer
 
-    from .calibration import CALIBRATION_FILENAME
-    from .modeling_bayesian_expectation import BayesianExpectationForSequenceClassification
 
     model_dir, output = os.fspath(model_dir), os.fspath(output)
     _validate_request(model_dir, output, format, quantize, opset, overwrite)
@@ -253,7 +250,6 @@ def export_onnx(
         for name in _CARRIED:
             if os.path.isfile(os.path.join(model_dir, name)):
                 shutil.copy(os.path.join(model_dir, name), os.path.join(staging, name))
-        from .folder_integrity import weights_fingerprint
 
         manifest = build_manifest(staging, config, opset=opset, quantize=quantize, source=model_dir,
                                   posterior_fitted=bool(getattr(model, "has_posterior", False)),
@@ -305,7 +301,6 @@ def _kept_in_fp32(onnx_path: str) -> list[str]:
 def build_manifest(folder: str, config: Any, *, opset: int, quantize: str | None, source: str,
                    posterior_fitted: bool, source_weights_sha256: str | None = None) -> dict[str, Any]:
     """The manifest of an export folder: format, opset, versions, labels, graph inputs/outputs and checksums."""
-    from .calibration import CALIBRATION_FILENAME
 
     calibration = os.path.join(folder, CALIBRATION_FILENAME)
     return {
@@ -331,68 +326,6 @@ def build_manifest(folder: str, config: Any, *, opset: int, quantize: str | None
         "source": os.path.basename(os.path.normpath(source)),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-
-
-def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
-    """The export manifest of ``folder``; ``ValueError`` when it is missing fields or is not JSON."""
-    path = os.path.join(os.fspath(folder), EXPORT_MANIFEST)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{folder} has no {EXPORT_MANIFEST}: not a folder written by `bayesian-hf export`")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            manifest = json.load(handle)
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); re-export the model") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{path} is not a {MANIFEST_FORMAT} manifest; re-export the model")
-    if manifest.get("format_version") != MANIFEST_VERSION:
-        raise ValueError(f"{path} has format_version {manifest.get('format_version')!r}; this version reads {MANIFEST_VERSION}")
-    for key in ("onnx_file", "labels", "sha256", "inputs", "outputs"):
-        if key not in manifest:
-            raise ValueError(f"{path} lacks {key!r}; re-export the model")
-    return manifest
-
-
-def verify_export(folder: str | os.PathLike, config: Any | None = None) -> dict[str, Any]:
-    """Check an export folder before it is loaded; returns its manifest.
-
-    Raises ``ValueError`` when ``model.onnx`` or ``calibration.json`` does not match its recorded sha256 (the
-    folder was modified after export), when a recorded file is missing or an unrecorded calibration appeared, or
-    when the manifest's labels differ from the config's ``id2label`` (``config``: the folder's config, read when
-    not given). The calibration's own label hash is checked when it is loaded.
-    """
-    from .calibration import CALIBRATION_FILENAME
-
-    folder = os.fspath(folder)
-    manifest = read_manifest(folder)
-    if manifest["onnx_file"] != ONNX_FILENAME or list(manifest["inputs"]) != list(INPUT_NAMES) \
-            or list(manifest["outputs"]) != list(OUTPUT_NAMES):
-        raise ValueError(f"{folder}: the manifest describes another graph interface than this version of bayesian_hf "
-                         "reads; re-export the model")
-    recorded = manifest["sha256"]
-    for name in (ONNX_FILENAME, CALIBRATION_FILENAME):
-        path = os.path.join(folder, name)
-        expected = recorded.get(name)
-        if expected is None:
-            if os.path.exists(path):
-                raise ValueError(f"{folder}: {name} is not part of the export (no checksum in {EXPORT_MANIFEST}); "
-                                 "remove it or re-export the model")
-            continue
-        if not os.path.isfile(path):
-            raise ValueError(f"{folder}: {name} is missing (the export recorded it); re-export the model")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise ValueError(f"{folder}: checksum mismatch for {name} (sha256 {actual[:12]}..., the export recorded "
-                             f"{str(expected)[:12]}...): the file was modified after export; re-export the model")
-    if config is None:
-        from .configuration_bayesian_expectation import BayesianExpectationConfig
-
-        config = BayesianExpectationConfig.from_pretrained(folder)
-    labels = [str(config.id2label[i]) for i in range(config.num_labels)]
-    if list(manifest["labels"]) != labels:
-        raise ValueError(f"{folder}: labels mismatch: the export manifest has {manifest['labels']}, config.json has "
-                         f"{labels}; the folder mixes files of different models -- re-export the model")
-    return manifest
 
 
 def cmd_export(args: Any) -> int:

@@ -33,25 +33,11 @@ import time
 import urllib.parse
 from typing import Any
 
-from .settings import RateLimit
+from .settings import SHARED_SCHEMES, STORAGE_SCHEMES, RateLimit, validate_storage_uri  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "bayesian_hf"
-SHARED_SCHEMES = frozenset({"redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster", "valkey", "valkeys",
-                            "valkey+unix", "valkey+sentinel", "valkey+cluster"})
-"""Storage schemes whose budget is shared between processes (see :func:`validate_storage_uri`)."""
-STORAGE_SCHEMES = frozenset({"memory"}) | SHARED_SCHEMES
-
-
-def validate_storage_uri(uri: str) -> str:
-    """``uri`` if its scheme is ``memory`` or one of :data:`SHARED_SCHEMES`; else ``ValueError`` naming them."""
-    text = str(uri).strip()
-    scheme = urllib.parse.urlparse(text).scheme.lower()
-    if scheme not in STORAGE_SCHEMES or "://" not in text:
-        raise ValueError(f"rate_limit_storage must be 'memory://' or a Redis URI such as 'redis://host:6379' "
-                         f"(schemes: {', '.join(sorted(STORAGE_SCHEMES))}), got {uri!r}")
-    return text
 
 
 def redact_uri(uri: str) -> str:

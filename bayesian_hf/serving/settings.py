@@ -14,6 +14,7 @@ import dataclasses
 import math
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -74,9 +75,23 @@ def parse_rate_limit(value: str | RateLimit | None) -> RateLimit | None:
     return RateLimit(requests, _RATE_UNITS[unit])
 
 
-def _storage_uri(value: Any) -> str:
-    from .rate_limit import validate_storage_uri  # here, not at the top: rate_limit imports RateLimit from this module
+SHARED_SCHEMES = frozenset({"redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster", "valkey", "valkeys",
+                            "valkey+unix", "valkey+sentinel", "valkey+cluster"})
+"""Storage schemes whose budget is shared between processes (see :func:`validate_storage_uri`; the limiter is serving/rate_limit.py)."""
+STORAGE_SCHEMES = frozenset({"memory"}) | SHARED_SCHEMES
 
+
+def validate_storage_uri(uri: str) -> str:
+    """``uri`` if its scheme is ``memory`` or one of :data:`SHARED_SCHEMES`; else ``ValueError`` naming them."""
+    text = str(uri).strip()
+    scheme = urllib.parse.urlparse(text).scheme.lower()
+    if scheme not in STORAGE_SCHEMES or "://" not in text:
+        raise ValueError(f"rate_limit_storage must be 'memory://' or a Redis URI such as 'redis://host:6379' "
+                         f"(schemes: {', '.join(sorted(STORAGE_SCHEMES))}), got {uri!r}")
+    return text
+
+
+def _storage_uri(value: Any) -> str:
     return validate_storage_uri(value)
 
 
