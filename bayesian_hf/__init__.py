@@ -14,13 +14,14 @@ from .modeling_bayesian_expectation import (
     BayesianExpectationModelOutput,
     BayesianSequenceClassifierOutput,
 )
-from .orderings import sample_orderings, tokenize_with_units
+from .orderings import sample_orderings
 from .pipelines import UncertaintyClassificationPipeline, predict, register_pipeline
+from .tokenization import tokenize_with_units
 from .uncertainty import dirichlet_uncertainty
+from .version import __version__
 
 from_bert = BayesianExpectationForSequenceClassification.from_bert  # conversion.from_bert building this class
 
-__version__ = "0.1.0"
 
 AutoConfig.register(BayesianExpectationConfig.model_type, BayesianExpectationConfig, exist_ok=True)
 AutoModel.register(BayesianExpectationConfig, BayesianExpectationModel, exist_ok=True)

@@ -28,6 +28,7 @@ from .calibration_base import Calibrator, available_methods, calibrator_from_dic
 from .calibrators import BUILTIN_CALIBRATORS  # noqa: F401
 from .conformal import _QHAT_SLACK, ConformalPredictor
 from .folder_integrity import temp_name
+from .model_files import CALIBRATION_FILENAME  # the file save_calibration / load_calibration use in a folder
 
 __all__ = [
     "CALIBRATION_FILENAME",
@@ -40,8 +41,6 @@ __all__ = [
     "save_calibration",
 ]
 
-#: File name used when ``save_calibration`` / ``load_calibration`` are given a folder.
-CALIBRATION_FILENAME = "calibration.json"
 #: Version of the JSON artifact layout; bumped on incompatible changes.
 FORMAT_VERSION = 1
 _FORMAT_NAME = "bayesian_hf.calibration"

@@ -24,7 +24,12 @@ from .metrics import (
     softmax,
 )
 
-__all__ = ["calibration_summary", "select_calibrator"]
+__all__ = ["CALIBRATION_SUMMARY_KEYS", "calibration_summary", "select_calibrator"]
+
+_SUMMARY_METRICS = {"ece": expected_calibration_error, "mce": maximum_calibration_error,
+                    "nll": negative_log_likelihood, "brier": brier_score, "accuracy": accuracy}
+#: The metrics :func:`calibration_summary` reports before and after calibration, in table order.
+CALIBRATION_SUMMARY_KEYS: tuple[str, ...] = tuple(_SUMMARY_METRICS)
 
 
 def calibration_summary(logits: ArrayLike, labels: ArrayLike, calibrator: Calibrator) -> dict[str, float]:
@@ -38,11 +43,8 @@ def calibration_summary(logits: ArrayLike, labels: ArrayLike, calibrator: Calibr
     y = _labels(labels, z.shape[0], z.shape[1])
     out: dict[str, float] = {}
     for tag, p in (("before", softmax(z)), ("after", calibrator.transform(z))):
-        out[f"ece_{tag}"] = expected_calibration_error(p, y)
-        out[f"mce_{tag}"] = maximum_calibration_error(p, y)
-        out[f"nll_{tag}"] = negative_log_likelihood(p, y)
-        out[f"brier_{tag}"] = brier_score(p, y)
-        out[f"accuracy_{tag}"] = accuracy(p, y)
+        for name, metric in _SUMMARY_METRICS.items():
+            out[f"{name}_{tag}"] = metric(p, y)
     out["num_samples"] = float(z.shape[0])
     return out
 

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from .inference import collect_outputs
-from .metrics import aurc, expected_calibration_error, negative_log_likelihood
+from .metrics import LOWER_IS_BETTER, aurc, expected_calibration_error, negative_log_likelihood
 from .pipelines import format_predictions
 
 #: metric -> True when larger is better
-COMPARED_METRICS: dict[str, bool] = {"accuracy": True, "nll": False, "ece": False, "aurc": False}
+COMPARED_METRICS: dict[str, bool] = {m: m not in LOWER_IS_BETTER for m in ("accuracy", "nll", "ece", "aurc")}
 
 
 def _metric(name: str, probs: np.ndarray, labels: np.ndarray) -> float:

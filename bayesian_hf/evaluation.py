@@ -22,15 +22,10 @@ from .calibration import (
 )
 from .data.splits import stratified_halves
 from .drift_reference import build_sketch
-from .inference import OUTPUT_KEYS, UNCERTAINTY_KEYS, collect_outputs
+from .inference import UNCERTAINTY_KEYS, collect_outputs
 from .metrics import classification_metrics, expected_calibration_error
 from .pipelines import DEFAULT_THRESHOLDS
 from .risk_control import _probability, decision_thresholds, risk_coverage_table
-
-#: The outputs :func:`collect_outputs` returns by default (the name this module gave them first).
-OUTPUT_FIELDS = OUTPUT_KEYS
-#: The calibration-fit / held-out halves (``bayesian-hf calibrate`` imports this name).
-_stratified_halves = stratified_halves
 
 
 def fit_model_calibration(

@@ -16,9 +16,12 @@ from typing import Any
 import numpy as np
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .calibration_selection import CALIBRATION_SUMMARY_KEYS
 from .folder_integrity import portable_name
-from .plotting import plot_reliability_diagram
+from .inference import token_limit
+from .metrics import CLASSIFICATION_METRIC_KEYS
 from .model_artifacts import atomic_file, upload_model_folder
+
 # check_model_folder: the files to push; refuses pickles and incomplete folders
 from .model_artifacts import model_folder_files as check_model_folder  # noqa: F401
 from .model_files import (  # noqa: F401  (re-exported: the names bayesian-hf push checks)
@@ -30,10 +33,11 @@ from .model_files import (  # noqa: F401  (re-exported: the names bayesian-hf pu
     UNSAFE_SUFFIXES,
 )
 from .model_files import RELIABILITY_PNG as RELIABILITY_DIAGRAM
+from .plotting import plot_reliability_diagram
 from .resources import packaged_file
 
 TEMPLATE = "model_card_template.md"  # in model_cards/, see resources.packaged_file
-CARD_METRICS = ("accuracy", "f1", "nll", "brier", "ece", "adaptive_ece", "mce", "auroc_error", "aurc")
+CARD_METRICS = tuple(k for k in CLASSIFICATION_METRIC_KEYS if k != "auprc_error")
 
 
 def write_model_card(
@@ -77,7 +81,7 @@ def write_model_card(
     conformal = None
     if calibration is not None:
         fit = calibration.metadata.get("fit_metrics", {})
-        for key in ("ece", "mce", "nll", "brier", "accuracy"):
+        for key in CALIBRATION_SUMMARY_KEYS:
             if f"{key}_before" in fit and f"{key}_after" in fit:
                 table[key] = (float(fit[f"{key}_before"]), float(fit[f"{key}_after"]))
         if calibration.conformal is not None:
@@ -113,7 +117,7 @@ def write_model_card(
         risk_rows=risk_rows,
         decision_thresholds=thresholds,
         risk_coverage_png=risk_png,
-        max_length=min(config.max_position_embeddings, 512),
+        max_length=token_limit(config),
     )
     with atomic_file(save_directory / CARD_FILE) as tmp:
         card.save(tmp)

@@ -50,6 +50,7 @@ __all__ = [
     "evaluate_module_path",
     "NLL_EPS",
     "CLASSIFICATION_METRIC_KEYS",
+    "LOWER_IS_BETTER",
 ]
 
 #: Probabilities are clipped at this value before taking logs (NLL of a zero-probability label
@@ -69,6 +70,9 @@ CLASSIFICATION_METRIC_KEYS: tuple[str, ...] = (
     "auprc_error",
     "aurc",
 )
+
+#: Metrics for which lower is better (the training loss and the errors among :data:`CLASSIFICATION_METRIC_KEYS`).
+LOWER_IS_BETTER: tuple[str, ...] = ("loss", "nll", "brier", "ece", "adaptive_ece", "mce", "aurc")
 
 ArrayLike = Any  # numpy array, torch tensor, or nested sequence
 

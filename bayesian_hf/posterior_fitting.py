@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .evaluation import collect_outputs
-from .posterior import standard_normal_draws, sample_predictive
+from .inference import collect_outputs
+from .posterior import sample_predictive, standard_normal_draws
 
 #: prior precisions tried (log grid); the evidence / held-out NLL picks one
 DEFAULT_PRIOR_PRECISIONS: tuple[float, ...] = tuple(float(x) for x in np.logspace(-4, 6, 41))

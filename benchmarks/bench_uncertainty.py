@@ -58,7 +58,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from bayesian_hf import BayesianExpectationForSequenceClassification, tokenize_with_units  # noqa: E402
 from bayesian_hf.calibration import ConformalPredictor, TemperatureScaling, select_calibrator  # noqa: E402
-from bayesian_hf.evaluation import collect_outputs  # noqa: E402
+from bayesian_hf.inference import collect_outputs  # noqa: E402
 from bayesian_hf.metrics import classification_metrics, ood_auroc, risk_coverage_curve  # noqa: E402
 from bayesian_hf.pipelines import DEFAULT_THRESHOLDS, decide  # noqa: E402
 from bayesian_hf.posterior_fitting import fit_posterior  # noqa: E402

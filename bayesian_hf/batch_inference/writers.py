@@ -9,7 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-#: the prediction columns, in order, around the per-label probability columns
+from ..inference import UNCERTAINTY_KEYS
+
+#: the input row index column (first in every part and output)
 _ROW_COLUMN = "row"
 
 
@@ -39,11 +41,9 @@ def output_schema(id2label: Mapping[int, str], id_type: Any | None, id_column: s
     fields += [pa.field("label", pa.string()), pa.field("score", pa.float64()), pa.field("calibrated", pa.bool_())]
     fields += [pa.field(probability_column(id2label[i]), pa.float64()) for i in sorted(id2label)]
     fields += [pa.field(probability_column(id2label[i], raw=True), pa.float64()) for i in sorted(id2label)]
+    # uncertainty_epistemic/_aleatoric/_total, order_dispersion: one float column per uncertainty output
+    fields += [pa.field(k if k == "order_dispersion" else f"uncertainty_{k}", pa.float64()) for k in UNCERTAINTY_KEYS]
     fields += [
-        pa.field("uncertainty_epistemic", pa.float64()),
-        pa.field("uncertainty_aleatoric", pa.float64()),
-        pa.field("uncertainty_total", pa.float64()),
-        pa.field("order_dispersion", pa.float64()),
         pa.field("num_units", pa.int64()),
         pa.field("decision", pa.string()),
         pa.field("prediction_set", pa.list_(pa.string())),

@@ -38,7 +38,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..data import load_labelled_texts
-    from ..evaluation import collect_outputs
+    from ..inference import collect_outputs
     from ..risk_control import plot_risk_coverage, risk_coverage_table
 
     model, tokenizer = load_model_folder(args.model)
@@ -106,7 +106,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
     from ..data import load_labelled_texts
     from ..drift import ReferenceSketch, drift_statistics, signals_from_outputs
-    from ..evaluation import calibration_drift, collect_outputs
+    from ..evaluation import calibration_drift
+    from ..inference import collect_outputs
 
     model, tokenizer = load_model_folder(args.model)
     texts, labels = load_labelled_texts(args.data, label2id=dict(model.config.label2id), text_column=args.text_column,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..calibration_selection import CALIBRATION_SUMMARY_KEYS
+from ..model_files import CALIBRATION_FILENAME
 from .analysis import describe_risk_coverage
 from .common import add_folder_and_files_arguments, embedded_splits, load_model_folder
 
@@ -18,8 +20,9 @@ def calibrate_and_describe(model, tokenizer, calibration, test, folder, *, datas
     ``folder``, evaluate on ``test`` and render the model card with those metrics and a reliability diagram."""
     import numpy as np
 
-    from ..evaluation import collect_outputs, fit_model_calibration
+    from ..evaluation import fit_model_calibration
     from ..hub import write_model_card
+    from ..inference import collect_outputs
     from ..metrics import classification_metrics
     from ..training import format_table
 
@@ -35,7 +38,7 @@ def calibrate_and_describe(model, tokenizer, calibration, test, folder, *, datas
                      dataset_name=dataset_name)
     held = report["heldout"]
     rows = [{"metric": m, "before": held[f"{m}_before"], "after": held[f"{m}_after"]}
-            for m in ("ece", "mce", "nll", "brier", "accuracy")]
+            for m in CALIBRATION_SUMMARY_KEYS]
     print(f"\nCalibrator: {report['selection']['chosen']} (cross-fitted held-out NLL per method: "
           + ", ".join(f"{k}={v:.4f}" for k, v in report["selection"]["heldout_nll"].items() if v is not None)
           + f"); before/after on {report['heldout_examples']} held-out calibration examples:")
@@ -86,8 +89,10 @@ def _new_calibration_is_better(model, tokenizer, calibration, args: argparse.Nam
 
     import numpy as np
 
-    from ..calibration import CALIBRATION_FILENAME, load_calibration
-    from ..evaluation import _stratified_halves, collect_outputs, fit_model_calibration
+    from ..calibration import load_calibration
+    from ..data.splits import stratified_halves
+    from ..evaluation import fit_model_calibration
+    from ..inference import collect_outputs
     from ..metrics import negative_log_likelihood
 
     path = os.path.join(args.model, CALIBRATION_FILENAME)
@@ -98,7 +103,7 @@ def _new_calibration_is_better(model, tokenizer, calibration, args: argparse.Nam
     _, report = fit_model_calibration(model, tokenizer, calibration["text"], calibration["label"], seed=args.seed)
     labels = np.asarray(calibration["label"])
     logits = collect_outputs(model, tokenizer, calibration["text"], fields=("logits",), progress=False)["logits"]
-    _, held = _stratified_halves(labels, args.seed)
+    _, held = stratified_halves(labels, args.seed)
     old_nll = negative_log_likelihood(old.calibrator.transform(logits[held]), labels[held])
     new_nll = float(report["heldout"]["nll_after"])
     better = new_nll < old_nll
@@ -135,7 +140,7 @@ def cmd_fit_posterior(args: argparse.Namespace) -> int:
         train_texts, val_texts, val_labels = train["text"], validation["text"], validation["label"]
     report = fit_posterior(model, tokenizer, train_texts, validation_texts=val_texts, validation_labels=val_labels,
                            max_examples=args.max_examples, batch_size=args.batch_size, max_length=args.max_length)
-    stale = os.path.join(args.model, "calibration.json")
+    stale = os.path.join(args.model, CALIBRATION_FILENAME)
     if os.path.exists(stale):  # kept for reference (never loaded, never pushed); the save below drops the original
         shutil.copy2(stale, stale + ".stale")
         print(f"the calibrator fitted on the previous predictive is retired to {stale}.stale: run `bayesian-hf "

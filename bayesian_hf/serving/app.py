@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from ..version import __version__
 from .api_docs import DESCRIPTION
 from .errors import install_error_handlers
 from .guarded_route import GuardedRoute
@@ -61,7 +62,6 @@ def create_app(settings: ServeSettings, *, loader: Loader | None = None) -> Fast
             state.metrics.model_ready.set(0)
             logger.info("bayesian-hf service stopped")
 
-    from .. import __version__  # defined only in the package root (no version module yet)
 
     app = FastAPI(title="bayesian-hf", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url="/docs" if settings.enable_docs else None, redoc_url=None, openapi_url="/openapi.json")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import platform
 from typing import Any
@@ -17,7 +16,9 @@ from huggingface_hub import ModelCard
 
 from ..backends import load_for_inference
 from ..drift_reference import ReferenceSketch
+from ..json_safe import json_safe
 from ..pipelines import default_thresholds, validate_thresholds
+from ..version import __version__
 from .schemas import CalibrationInfo, CardMetric, ModelInfo
 from .settings import ServeSettings
 
@@ -67,24 +68,11 @@ def _sha256_file(path: str) -> str | None:
     return h.hexdigest()
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
-
-
 def build_model_info(settings: ServeSettings, model: Any) -> dict[str, Any]:
-    from .. import __version__  # defined only in the package root (no version module yet)
 
     config = model.config
     local = os.path.isdir(settings.model)
-    config_dict = _json_safe(config.to_dict())
+    config_dict = json_safe(config.to_dict())
     for key in ("_name_or_path", "name_or_path", "base_model_name_or_path"):  # no server file paths
         if isinstance(config_dict.get(key), str) and os.path.isabs(config_dict[key]):
             config_dict[key] = os.path.basename(os.path.normpath(config_dict[key]))
@@ -93,8 +81,8 @@ def build_model_info(settings: ServeSettings, model: Any) -> dict[str, Any]:
         meta = calibration.metadata
         calib = CalibrationInfo(
             calibrated=True, method=calibration.calibrator.method,
-            fit_metrics=_json_safe(meta.get("fit_metrics")), num_samples=meta.get("num_samples"),
-            conformal=_json_safe(calibration.conformal.to_dict()) if calibration.conformal is not None else None,
+            fit_metrics=json_safe(meta.get("fit_metrics")), num_samples=meta.get("num_samples"),
+            conformal=json_safe(calibration.conformal.to_dict()) if calibration.conformal is not None else None,
         )
     else:
         calib = CalibrationInfo(calibrated=False)

@@ -8,7 +8,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-MAX_NUM_ORDERINGS_SCHEMA = 1024  # absolute bound; the server's --max-num-orderings (default 64) is checked too
+from ..inference import MAX_NUM_ORDERINGS
+
+MAX_NUM_ORDERINGS_SCHEMA = MAX_NUM_ORDERINGS  # absolute bound; the server's --max-num-orderings (default 64) is checked too
 
 
 def _check_text(value: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..drift import DEFAULT_MIN_SAMPLES, DriftWindow, drift_statistics
 from ..drift_reference import ReferenceSketch, record_signals
+from ..inference import token_limit
 from ..pipelines import predict
 from .batching import MicroBatcher, PredictParams
 from .errors import ApiError
@@ -69,7 +70,7 @@ class ServiceState:
     @property
     def max_length(self) -> int:
         """Token limit per text, as ``predict`` applies it."""
-        return self.settings.max_length or min(int(self.model.config.max_position_embeddings), 512)
+        return token_limit(self.model.config, self.settings.max_length)
 
     def measure(self, texts: list[str], num_orderings: int) -> tuple[list[int], list[int], list[int]] | int:
         """Tokens, units and content tokens per text, with the tokenisation ``predict`` runs; or, for a request

@@ -6,7 +6,7 @@ splits its trainer): usable separately or through :func:`main` (``bayesian-hf tr
   and :func:`check_training_args`;
 * ``data.py``: :func:`load_data` (one source, held-out splits, seeded subsampling) and :func:`truncation_report`;
 * ``data_collator.py``: :class:`UnitDataCollator`: tokenizes the raw ``text`` of each batch with
-  :func:`bayesian_hf.orderings.tokenize_with_units` (so the exchangeable units come from the text, not from
+  :func:`bayesian_hf.tokenization.tokenize_with_units` (so the exchangeable units come from the text, not from
   token heuristics) and ignores every other column;
 * ``model_loading.py``: :func:`load_model_and_tokenizer` (convert a BERT checkpoint or load a Bayesian one);
 * ``trainer.py``: :class:`BayesianTrainer`: a ``Trainer`` whose loss is the model's MDL loss, with the beta
@@ -26,9 +26,9 @@ Every name is re-exported here, so ``from bayesian_hf.training import X`` works 
 ``docs/training.md``.
 """
 
+from ..metrics import LOWER_IS_BETTER
 from ..resources import embedded_model_path
 from .compute_metrics import (
-    LOWER_IS_BETTER,
     OPTIONAL_PREDICTION_KEYS,
     PREDICTION_KEYS,
     SUMMARY_COLUMNS,

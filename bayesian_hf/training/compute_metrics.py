@@ -9,21 +9,17 @@ from typing import Any
 
 import numpy as np
 
+from ..inference import OUTPUT_KEYS
 from ..metrics import CLASSIFICATION_METRIC_KEYS, classification_metrics, softmax, to_numpy
 
-#: The model outputs ``BayesianTrainer`` hands to ``compute_metrics``, in this order (``calibrated_probs`` is
-#: appended when the model has a calibrator attached). Fixed by name, so fields added to the model's output
-#: class cannot shift the positions of the tuple ``Trainer`` gathers.
-PREDICTION_KEYS: tuple[str, ...] = (
-    "logits", "probs", "epistemic", "aleatoric", "total", "order_dispersion", "num_units",
-)
+#: The model outputs ``BayesianTrainer`` hands to ``compute_metrics``, in this order: the prediction outputs
+#: (:data:`bayesian_hf.inference.OUTPUT_KEYS`) but ``calibrated_probs``, which is appended when the model has a
+#: calibrator attached. Gathering and :func:`split_predictions` use this one tuple, so positions always agree.
 OPTIONAL_PREDICTION_KEYS: tuple[str, ...] = ("calibrated_probs",)
+PREDICTION_KEYS: tuple[str, ...] = tuple(k for k in OUTPUT_KEYS if k not in OPTIONAL_PREDICTION_KEYS)
 
 #: The per-example uncertainty outputs among :data:`PREDICTION_KEYS` (each is averaged into ``mean_<name>``).
 UNCERTAINTY_KEYS: tuple[str, ...] = PREDICTION_KEYS[2:]
-
-#: Metrics for which lower is better (``greater_is_better`` is set to False for them unless given).
-LOWER_IS_BETTER = ("loss", "nll", "brier", "ece", "adaptive_ece", "mce", "aurc")
 
 #: Columns of the final summary table: ``n``, the classification metrics but MCE and AUPRC, the mean uncertainties.
 SUMMARY_COLUMNS: tuple[str, ...] = (

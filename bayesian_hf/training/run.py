@@ -22,6 +22,7 @@ import transformers
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from ..folder_integrity import portable_mapping, portable_name, recover_interrupted_save
+from ..json_safe import json_safe
 from ..metrics import ood_auroc
 from ..posterior_fitting import fit_posterior
 from ..resources import embedded_model_path, packaged_file
@@ -64,18 +65,6 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> s
     lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return _json_safe(value.item())
-    return value
 
 
 def _strip_prefix(metrics: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -222,7 +211,7 @@ def run_training(
         "splits": results,
         "ood_detection": ood,
     }
-    summary = _json_safe(summary)
+    summary = json_safe(summary)
     summary_path = output_dir / "summary.json"
     if trainer.is_world_process_zero():
         summary_path.write_text(json.dumps(summary, indent=2), encoding="utf-8")

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from ..inference import UNCERTAINTY_KEYS
 from ..losses import annealed_beta
 from .compute_metrics import select_prediction_outputs
 from .training_args import check_training_args
@@ -31,7 +32,7 @@ def _derive_seed(*parts: int) -> int:
 
 #: Training statistics averaged over each logging interval (``train_<name>``, and ``mdl_beta``: the MDL weight
 #: used by the steps of the interval).
-_TRAIN_STATS = ("epistemic", "aleatoric", "total", "order_dispersion", "mdl_beta")
+_TRAIN_STATS = (*UNCERTAINTY_KEYS, "mdl_beta")
 
 
 class BayesianTrainer(Trainer):

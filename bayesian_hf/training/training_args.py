@@ -29,7 +29,7 @@ from ..configuration_bayesian_expectation import (
     HeadType,
     UnitSegmentation,
 )
-from .compute_metrics import LOWER_IS_BETTER
+from ..metrics import LOWER_IS_BETTER
 
 logger = logging.getLogger(__name__)
 
