@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
-
 from conftest_hub import local_hub  # noqa: E402,F401
+from transformers.utils import logging as hf_logging  # noqa: E402
 
 hf_logging.set_verbosity_error()
 
@@ -108,9 +104,10 @@ def minilm_tokenizer(minilm_path):
 def tiny_trained_model(tmp_path_factory, minilm_tokenizer):
     """(model, tokenizer, embedded DatasetDict): a tiny Bayesian model trained for 80 steps on the embedded data,
     so its predictions and uncertainties are not those of a random head."""
+    from tiny_models import make_tiny_bert, train_tiny
+
     from bayesian_hf import BayesianExpectationForSequenceClassification
     from bayesian_hf.data import load_exchangeable_reviews
-    from tiny_models import make_tiny_bert, train_tiny
 
     folder = make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), minilm_tokenizer, labels=("negative", "positive"))
     model = BayesianExpectationForSequenceClassification.from_bert(folder, num_labels=2, hidden_dropout_prob=0.0)

@@ -29,11 +29,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-_TESTS_DIR = str(Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-
 from hub_server import DEFAULT_TOKEN, DEFAULT_USER, LocalHubServer  # noqa: E402
 
 __all__ = ["local_hub", "configure_hub_env", "LocalHubServer", "DEFAULT_TOKEN", "DEFAULT_USER"]

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from conftest import make_batch, tiny_config
 
 from bayesian_hf import (
     BayesianExpectationConfig,
     BayesianExpectationForSequenceClassification,
     BayesianExpectationModel,
 )
-from conftest import make_batch, tiny_config
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pkl", ".pickle")
 UNCERTAINTY_FIELDS = ("epistemic", "aleatoric", "total", "order_dispersion")

@@ -46,13 +46,13 @@ def make_tiny_served_model(path: str | os.PathLike[str], minilm_path: str, steps
     embedded reviews, calibrated on the calibration split (``fit_model_calibration``: chosen calibrator + LAC
     conformal sets) and saved with its tokenizer and a model card. Returns test-split figures."""
     import numpy as np
+    from tiny_models import make_tiny_bert, train_tiny
     from transformers import AutoTokenizer
 
     from bayesian_hf import BayesianExpectationForSequenceClassification
     from bayesian_hf.data import load_exchangeable_reviews
     from bayesian_hf.evaluation import collect_outputs, fit_model_calibration
     from bayesian_hf.metrics import expected_calibration_error
-    from tiny_models import make_tiny_bert, train_tiny
 
     path = Path(path)
     out_dir = path / "model"

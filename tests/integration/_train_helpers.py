@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, also when run as a script under torchrun
-from tiny_models import make_tiny_bert as _make_tiny_bert  # noqa: E402
+from tiny_models import (
+    make_tiny_bert as _make_tiny_bert,  # tests/ is on the path: pytest `pythonpath`, PYTHONPATH in scripts
+)
 
 
 def make_tiny_bert(path: str | os.PathLike[str], minilm_path: str, seed: int = 0) -> str:

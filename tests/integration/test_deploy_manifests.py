@@ -20,9 +20,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from _server_helpers import ThreadServer, free_port  # noqa: E402
 
 from bayesian_hf.serving.settings import ServeSettings  # noqa: E402

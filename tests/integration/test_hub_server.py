@@ -13,14 +13,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-_TESTS_DIR = str(Path(__file__).resolve().parents[1])
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-
 from conftest_hub import DEFAULT_USER, local_hub  # noqa: E402,F401
 from hub_server import LocalHubServer  # noqa: E402
-
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download  # noqa: E402
 from huggingface_hub.errors import (  # noqa: E402
     EntryNotFoundError,

@@ -11,11 +11,12 @@ pytest.importorskip("onnxruntime")
 
 @pytest.mark.slow
 def test_minilm_onnx_fp32_matches_pytorch(tmp_path, minilm_path, minilm_tokenizer):
+    from conftest import fit_random_posterior
+
     from bayesian_hf import BayesianExpectationForSequenceClassification
     from bayesian_hf.backends import load_for_inference
     from bayesian_hf.onnx_export import export_onnx
     from bayesian_hf.pipelines import predict
-    from conftest import fit_random_posterior
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -12,15 +12,11 @@ import importlib.util
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from _server_helpers import ThreadServer, free_port  # noqa: E402
 
 from bayesian_hf.serving import ServeSettings  # noqa: E402
@@ -124,10 +120,10 @@ def fresh_redis(redis_server):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, minilm_path):
     """An untrained tiny model folder: these tests count requests, they do not judge predictions."""
+    from tiny_models import make_tiny_bert
     from transformers import AutoTokenizer
 
     from bayesian_hf import BayesianExpectationForSequenceClassification
-    from tiny_models import make_tiny_bert
 
     root = tmp_path_factory.mktemp("rl-model")
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)

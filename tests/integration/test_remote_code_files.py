@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from model_tester import BayesianExpectationModelTester
 from transformers.dynamic_module_utils import get_relative_import_files
 
 from bayesian_hf.calibration import LoadedCalibration, make_calibrator
 from bayesian_hf.model_files import CALIBRATION_FILENAME, REMOTE_CODE_FILES
-from model_tester import BayesianExpectationModelTester
 
 PACKAGE = Path(__file__).resolve().parents[2] / "bayesian_hf"
 #: modules that must never be imported to load and run a model from its remote code

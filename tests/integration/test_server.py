@@ -8,16 +8,12 @@ import json
 import math
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from _server_helpers import (  # noqa: E402
     ThreadServer,
     free_port,

@@ -4,15 +4,11 @@ disagreement is counted in /metrics; the responses are exactly those of a server
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from _server_helpers import ThreadServer, free_port, make_tiny_served_model  # noqa: E402
 
 from bayesian_hf.serving import ServeSettings  # noqa: E402

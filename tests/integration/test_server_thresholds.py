@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from _server_helpers import ThreadServer, free_port, make_tiny_served_model  # noqa: E402
 
 from bayesian_hf.serving import ServeSettings  # noqa: E402

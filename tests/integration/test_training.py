@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _train_helpers import make_tiny_bert, tiny_args
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from safetensors.torch import load_file
 
@@ -23,8 +24,6 @@ from bayesian_hf.cli import main as cli_main
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-from _train_helpers import make_tiny_bert, tiny_args  # noqa: E402
 
 HELPER = str(HERE / "_train_helpers.py")
 
@@ -35,7 +34,10 @@ def tiny_bert(tmp_path_factory, minilm_path):
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    # the helper script imports tests/tiny_models.py: the subprocess gets the pytest `pythonpath` folders
+    python_path = os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
+               PYTHONPATH=python_path)
     env.pop("BHF_TEST_DUMP_DIR", None)
     env.pop("BHF_TEST_STEP_SLEEP", None)
     env.update(extra)

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import fit_random_posterior, make_batch, tiny_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import BertConfig, BertModel
@@ -18,7 +19,6 @@ from transformers import BertConfig, BertModel
 from bayesian_hf import BayesianExpectationForSequenceClassification, BayesianExpectationModel
 from bayesian_hf.orderings import permuted_position_ids, physically_reorder
 from bayesian_hf.uncertainty import dirichlet_uncertainty
-from conftest import fit_random_posterior, make_batch, tiny_config
 
 
 def _model(cls=BayesianExpectationForSequenceClassification, seed=0, **overrides):

@@ -10,12 +10,12 @@ import math
 
 import pytest
 import torch
+from conftest import fit_random_posterior, make_batch, tiny_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bayesian_hf import BayesianExpectationConfig, BayesianExpectationForSequenceClassification
 from bayesian_hf.posterior import laplace_bridge, sample_predictive, standard_normal_draws
-from conftest import fit_random_posterior, make_batch, tiny_config
 
 
 def _model(seed=0, **overrides):

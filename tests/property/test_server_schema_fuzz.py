@@ -7,17 +7,12 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
+from _server_helpers import ThreadServer, free_port, make_tiny_served_model  # noqa: E402
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-
-from _server_helpers import ThreadServer, free_port, make_tiny_served_model  # noqa: E402
 
 from bayesian_hf.serving import ServeSettings  # noqa: E402
 from bayesian_hf.serving.schemas import BatchPredictResponse, Prediction  # noqa: E402

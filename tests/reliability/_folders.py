@@ -5,11 +5,9 @@ plus what a caller would observe from a folder (labels, probabilities, calibrate
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, also when run as a subprocess script
 from tiny_models import make_tiny_bert  # noqa: E402
 
 TEXTS = [

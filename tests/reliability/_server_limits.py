@@ -4,12 +4,9 @@ built exactly as ``bayesian-hf serve`` builds them (``serving.server.build_serve
 from __future__ import annotations
 
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 from _server_helpers import ThreadServer, free_port, start_cli_server, wait_until_ready  # noqa: E402,F401
 
@@ -18,10 +15,10 @@ def make_tiny_folder(path: Path, minilm_path: str, **config: Any) -> str:
     """A random tiny BERT (MiniLM vocabulary, 128 positions) converted with ``from_bert`` and saved with its
     tokenizer: enough to exercise the service, in a second. ``config`` overrides the Bayesian config."""
     import torch
+    from tiny_models import make_tiny_bert
     from transformers import AutoTokenizer
 
     from bayesian_hf import BayesianExpectationForSequenceClassification
-    from tiny_models import make_tiny_bert
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     bert = make_tiny_bert(path / "bert", tokenizer, labels=("negative", "positive"))

@@ -10,13 +10,11 @@ import math
 import os
 import shutil
 import struct
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _folders import build_model, observe, save_folder  # noqa: E402
+
 from bayesian_hf.model_files import REMOTE_CODE_FILES  # noqa: E402
 
 KINDS = ("truncate", "empty", "wrong_types", "nan", "swapped_labels", "huge")

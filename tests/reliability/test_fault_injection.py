@@ -12,14 +12,9 @@ import os
 import random
 import shutil
 import signal
-import sys
 import time
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from _folders import build_model, observe, save_folder  # noqa: E402
 
 FORK = multiprocessing.get_context("fork")

@@ -102,9 +102,9 @@ def model_dir(tmp_path_factory, minilm_tokenizer):
     """A tiny random Bayesian model (hidden 32, 2 layers) with the MiniLM tokenizer: authentication does not depend
     on what the model has learnt, only on the service answering."""
     import torch
+    from tiny_models import make_tiny_bert
 
     from bayesian_hf import BayesianExpectationForSequenceClassification
-    from tiny_models import make_tiny_bert
 
     folder = tmp_path_factory.mktemp("jwt-model")
     bert = make_tiny_bert(folder / "bert", minilm_tokenizer, labels=("negative", "positive"))

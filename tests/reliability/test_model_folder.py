@@ -6,13 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _folders import build_model, observe, save_folder  # noqa: E402
 
 
@@ -87,7 +84,7 @@ def test_id2label_disagreeing_with_label2id_is_refused(folder):
 
 
 def test_calibration_label_hash_covers_id2label(folder):
-    from bayesian_hf.calibration import load_calibration, labels_hash
+    from bayesian_hf.calibration import labels_hash, load_calibration
 
     doc = json.loads((Path(folder) / "calibration.json").read_text())
     assert doc["labels_hash"] == labels_hash({"negative": 0, "positive": 1}, {0: "negative", 1: "positive"})
@@ -300,7 +297,6 @@ def test_pushed_files_hold_no_absolute_local_path(models, tmp_path, local_hub):
 
 
 def test_training_outputs_hold_no_absolute_local_path(tmp_path, minilm_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
     from _train_helpers import make_tiny_bert, tiny_args
 
     from bayesian_hf.training import main

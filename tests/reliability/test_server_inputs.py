@@ -8,15 +8,10 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from _server_limits import GuardedServer, free_port, json_body, make_tiny_folder, raw_exchange  # noqa: E402
 
 from bayesian_hf.serving import ServeSettings  # noqa: E402

@@ -5,16 +5,11 @@ plain-text 500), nothing queued runs afterwards, and the process exits within T 
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from _server_limits import free_port, make_tiny_folder, start_cli_server, wait_until_ready  # noqa: E402
 
 from bayesian_hf.serving.metrics import sample_value  # noqa: E402

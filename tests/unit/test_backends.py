@@ -6,11 +6,11 @@ import logging
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from bayesian_hf import BayesianExpectationForSequenceClassification
 from bayesian_hf.backends import EXPORT_MANIFEST, compile_model, load_for_inference, resolve_backend
 from bayesian_hf.pipelines import predict
-from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
+from conftest import make_batch, tiny_config
 
 from bayesian_hf import BayesianExpectationForSequenceClassification
 from bayesian_hf.diagnostics import optimal_cot_length, positional_bias
-from conftest import make_batch, tiny_config
 
 
 def test_optimal_cot_length_formula_and_validation():

@@ -7,12 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 
 from bayesian_hf import BayesianExpectationForSequenceClassification
 from bayesian_hf.inference import OUTPUT_KEYS, PER_TEXT_OUTPUTS, collect_outputs, predict_outputs
 from bayesian_hf.modeling_bayesian_expectation import BayesianSequenceClassifierOutput
 from bayesian_hf.pipelines import predict
-from conftest import tiny_config
 
 TEXTS = ["Good. Bad. Fine.", "Fine.", "A longer text. With three sentences. And more words in it.", "Ok. Sure."]
 

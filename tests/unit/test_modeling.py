@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_batch, tiny_config
+from model_tester import BayesianExpectationModelTester
 
 from bayesian_hf import (
     BayesianExpectationConfig,
@@ -12,8 +14,6 @@ from bayesian_hf import (
     BayesianExpectationModel,
 )
 from bayesian_hf.losses import dirichlet_kl, mdl_loss
-from conftest import make_batch, tiny_config
-from model_tester import BayesianExpectationModelTester
 
 
 @pytest.mark.parametrize(

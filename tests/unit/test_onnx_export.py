@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,6 @@ import torch
 pytest.importorskip("onnxruntime")
 
 from conftest import make_batch  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 from bayesian_hf import BayesianExpectationForSequenceClassification  # noqa: E402
 from bayesian_hf.backends import EXPORT_MANIFEST, load_for_inference  # noqa: E402
@@ -40,12 +37,12 @@ OUTPUTS = ("probs", "calibrated_probs", "epistemic", "aleatoric", "total", "orde
 def tiny_folders(tmp_path_factory, minilm_path):
     """A tiny BERT converted with from_bert, trained a few steps, with a (random, valid) Laplace posterior and a
     fitted calibrator + conformal sets, saved; plus its fp32 and INT8 exports."""
+    from conftest import fit_random_posterior
+    from tiny_models import make_tiny_bert, train_tiny
     from transformers import AutoTokenizer
 
     from bayesian_hf.data import load_exchangeable_reviews
     from bayesian_hf.evaluation import fit_model_calibration
-    from conftest import fit_random_posterior
-    from tiny_models import make_tiny_bert, train_tiny
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

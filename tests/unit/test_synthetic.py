@@ -289,6 +289,7 @@ def test_single_domain_and_argument_validation():
 
 
 def test_fast():
-    t0 = time.perf_counter()
+    # CPU time of this process: wall time also counts whatever else a loaded CI machine runs
+    t0 = time.process_time()
     make_exchangeable_reviews(3000, seed=0)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.process_time() - t0 < 1.0
