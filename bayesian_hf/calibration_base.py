@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 # relative imports of named modules, so transformers copies them with this file for trust_remote_code
-from .metrics import _labels, softmax, to_numpy
+from .metrics import _labels, class_matrix, softmax
 
 __all__ = [
     "Calibrator",
@@ -38,11 +38,7 @@ C = TypeVar("C", bound="Calibrator")
 # validation helpers
 # ----------------------------------------------------------------------------------------------
 def _logits(logits: ArrayLike) -> np.ndarray:
-    z = to_numpy(logits, np.float64)
-    if z.ndim != 2 or z.shape[1] < 2:
-        raise ValueError(f"logits must have shape (N, C) with C >= 2, got {z.shape}")
-    if z.shape[0] == 0:
-        raise ValueError("logits is empty (N = 0)")
+    z = class_matrix(logits, "logits")
     if np.any(np.isnan(z)) or np.any(z == np.inf):
         raise ValueError("logits contain NaN or +inf")
     if np.any(np.all(z == -np.inf, axis=1)):

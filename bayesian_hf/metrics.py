@@ -117,13 +117,19 @@ def _labels(labels: ArrayLike, n: int | None = None, num_classes: int | None = N
     return y
 
 
+def class_matrix(values: ArrayLike, name: str) -> np.ndarray:
+    """``values`` as a float64 ``(N, C)`` array with ``N >= 1`` and ``C >= 2`` (``ValueError`` naming ``name``)."""
+    a = to_numpy(values, np.float64)
+    if a.ndim != 2 or a.shape[1] < 2:
+        raise ValueError(f"{name} must have shape (N, C) with C >= 2, got {a.shape}")
+    if a.shape[0] == 0:
+        raise ValueError(f"{name} is empty (N = 0)")
+    return a
+
+
 def _probs(probs: ArrayLike) -> np.ndarray:
     """Validate ``(N, C)`` probabilities (C >= 2, finite, rows sum to 1 within 1e-2); float64."""
-    p = to_numpy(probs, np.float64)
-    if p.ndim != 2 or p.shape[1] < 2:
-        raise ValueError(f"probs must have shape (N, C) with C >= 2, got {p.shape}")
-    if p.shape[0] == 0:
-        raise ValueError("probs is empty (N = 0)")
+    p = class_matrix(probs, "probs")
     if not np.all(np.isfinite(p)):
         raise ValueError("probs contains NaN or infinite values")
     if np.any(p < -1e-9) or np.any(np.abs(p.sum(axis=1) - 1.0) > 1e-2):

@@ -12,8 +12,9 @@ Kept hand-written: scikit-learn's ``StratifiedShuffleSplit`` and ``datasets.Data
 stratify_by_column=...)`` (which follows it) draw with ``np.random.RandomState`` and allocate per-class sizes by
 ``_approximate_mode``, so they select other rows for the same seed, which would change the committed figures.
 
-``calibration_selection._stratified_folds`` (shuffled stratified K-fold) is not here: it travels with the weights for
-``trust_remote_code`` loading and may only import flat sibling modules, not this subpackage.
+``calibration_selection._stratified_folds`` (shuffled stratified K-fold, kept hand-written for the same reason) is
+not here: importing this subpackage from ``bayesian_hf.calibration`` would load the dataset loaders with it
+(``data/__init__`` imports them).
 """
 
 from __future__ import annotations
