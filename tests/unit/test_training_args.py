@@ -1,4 +1,4 @@
-"""Argument parsing, recipes, checks, collator and metrics of bayesian_hf/training.py (no training here)."""
+"""Argument parsing, recipes, checks, collator and metrics of the bayesian_hf.training package (no training here)."""
 
 from __future__ import annotations
 
