@@ -80,14 +80,14 @@ def verdict(intervals: dict[str, dict[str, float]]) -> dict[str, Any]:
 
 
 def run_model(model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 32) -> dict[str, Any]:
-    """Calibrated probabilities (raw when no calibrator), decisions at the model's default thresholds and the
+    """Calibrated probabilities (raw when no calibrator), decisions at the thresholds the model is served with (its
+    calibration's stored ``decision_thresholds``, else the package defaults) and the
     wall time per text, through the one batch-prediction path (:func:`bayesian_hf.inference.collect_outputs`)."""
     start = time.perf_counter()
     out = collect_outputs(model, tokenizer, texts, batch_size=batch_size, progress=False)
     seconds = time.perf_counter() - start
-    calibration = getattr(model, "calibration", None)
-    records = format_predictions(out, model.config.id2label,
-                                 conformal=calibration.conformal if calibration is not None else None)
+    # the model's calibration: its conformal sets and its stored decision thresholds, as when it is served
+    records = format_predictions(out, model.config.id2label, calibration=getattr(model, "calibration", None))
     decisions = [r["decision"] for r in records]
     probs = out.get("calibrated_probs", out["probs"]).astype(np.float64)
     return {

@@ -51,3 +51,27 @@ def test_bad_inputs_are_refused():
         paired_bootstrap(probs, probs[:5], labels)
     with pytest.raises(ValueError):
         paired_bootstrap(probs, probs, labels, level=1.5)
+
+
+def test_the_decision_mix_uses_the_models_stored_thresholds(tiny_trained_model):
+    """`bayesian-hf compare` reports the decisions each model would make when served: at the thresholds its
+    calibration stores (`fit_model_calibration(target_risk=...)`), like `predict` and the pipeline -- here a target
+    that was infeasible, so nothing may be accepted -- not at the package defaults."""
+    from bayesian_hf.calibration import IdentityCalibrator, LoadedCalibration
+    from bayesian_hf.comparison import run_model
+    from bayesian_hf.pipelines import predict
+    from bayesian_hf.risk_control import ACCEPT_NOTHING
+
+    model, tokenizer, _ = tiny_trained_model
+    identity = IdentityCalibrator().fit(np.array([[2.0, -2.0], [-2.0, 2.0]]), np.array([0, 1]))
+    texts = ["Fine.", "Great food. Slow service.", "Awful. Never again."] * 4
+    previous = model.calibration
+    try:
+        model.set_calibration(LoadedCalibration(identity, None, {"decision_thresholds": {"accept": 0.0, "review": 0.0}}))
+        assert run_model(model, tokenizer, texts)["decision_mix"]["accept"] == 1.0
+        model.set_calibration(LoadedCalibration(identity, None, {
+            "decision_thresholds": {"accept": ACCEPT_NOTHING, "review": 0.0}}))
+        assert {r["decision"] for r in predict(model, tokenizer, texts)} == {"review"}
+        assert run_model(model, tokenizer, texts)["decision_mix"] == {"accept": 0.0, "review": 1.0, "escalate": 0.0}
+    finally:
+        model.set_calibration(previous)
