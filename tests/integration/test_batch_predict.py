@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import bounded_run
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -207,7 +208,7 @@ def test_torchrun_two_processes_equal_one_process(model_dir, data_file, referenc
     cmd = [str(REPO / ".venv/bin/torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "bayesian_hf.cli",
            "predict", "--model", model_dir, "--data", str(path), "--output", str(out), "--id_column", "id",
            "--part_size", "32", "--batch_size", "8", "--no_progress", "--torch_threads", _threads()]
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    done = bounded_run.run(cmd, env=_env(), timeout=300)  # a timeout kills torchrun and its ranks
     assert done.returncode == 0, done.stderr[-3000:]
     lines = sorted(done.stdout.strip().splitlines())
     assert lines[0].startswith("shard 0/2:") and "150 rows ->" in lines[0]  # rank 0 waited for rank 1, merged

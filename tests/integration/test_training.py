@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import bounded_run
 import numpy as np
 import pandas as pd
 import pytest
@@ -207,16 +208,16 @@ def test_ddp_two_processes_matches_single_process(tmp_path, tiny_bert):
     ddp_dump, single_dump = tmp_path / "ddp_dump", tmp_path / "single_dump"
     ddp_dump.mkdir()
     single_dump.mkdir()
-    ddp = subprocess.Popen(
+    ddp = bounded_run.popen(  # its own process group: a timeout below kills the launcher and both ranks
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", HELPER,
          *tiny_args(tiny_bert, ddp_out, *common, "--per_device_train_batch_size", "8")],
         env=_env(BHF_TEST_DUMP_DIR=str(ddp_dump)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    single = subprocess.run(
+    single = bounded_run.run(
         [sys.executable, HELPER, *tiny_args(tiny_bert, single_out, *common, "--per_device_train_batch_size", "16")],
-        env=_env(BHF_TEST_DUMP_DIR=str(single_dump)), capture_output=True, text=True, timeout=300,
+        env=_env(BHF_TEST_DUMP_DIR=str(single_dump)), timeout=300,
     )
-    ddp_log = ddp.communicate(timeout=300)[0]
+    ddp_log = bounded_run.communicate(ddp, timeout=300)[0]
     assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
     assert ddp.returncode == 0, ddp_log[-5000:]
 
