@@ -27,7 +27,7 @@ from .calibration_base import Calibrator, available_methods, calibrator_from_dic
 # registers the built-in methods (and makes transformers copy them for trust_remote_code): an artifact may name any
 from .calibrators import BUILTIN_CALIBRATORS  # noqa: F401
 from .conformal import _QHAT_SLACK, ConformalPredictor
-from .folder_integrity import temp_name
+from .folder_integrity import atomic_file
 from .model_files import CALIBRATION_FILENAME  # the file save_calibration / load_calibration use in a folder
 
 __all__ = [
@@ -189,17 +189,8 @@ def save_calibration(
     out = _resolve(path)
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, temp_name(os.path.basename(out)))  # its owner's pid: removed if the writer is killed
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(out) as tmp, open(tmp, "x", encoding="utf-8") as f:
+        f.write(text)
     return out
 
 

@@ -271,6 +271,22 @@ def temp_name(name: str) -> str:
     return f".{name}.{os.getpid()}-{secrets.token_hex(4)}-{_HOST}.tmp"
 
 
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[str]:
+    """A temporary path next to ``path`` (:func:`temp_name`: hidden, ``.tmp``, never pushed, removed by
+    :func:`recover_interrupted_save` when its writer died) that replaces ``path`` in one ``os.replace`` when the
+    block ends, after an fsync; removed on failure. A process killed mid-write leaves the old file."""
+    path = Path(path)
+    tmp = path.parent / temp_name(path.name)
+    try:
+        yield str(tmp)
+        _fsync_path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 _TEMP_OWNER = re.compile(r"\.(\d+)-[0-9a-f]+-([A-Za-z0-9]+)\.tmp$")
 
 

@@ -17,13 +17,13 @@ import numpy as np
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .calibration_selection import CALIBRATION_SUMMARY_KEYS
-from .folder_integrity import portable_name
+from .folder_integrity import atomic_file, portable_name
 from .inference import token_limit
 from .metrics import CLASSIFICATION_METRIC_KEYS
-from .model_artifacts import atomic_file, upload_model_folder
 
 # check_model_folder: the files to push; refuses pickles and incomplete folders
 from .model_artifacts import model_folder_files as check_model_folder  # noqa: F401
+from .model_artifacts import upload_model_folder
 from .model_files import (  # noqa: F401  (re-exported: the names bayesian-hf push checks)
     CARD_FILE,
     IGNORED_FOLDERS,

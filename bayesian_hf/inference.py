@@ -140,6 +140,8 @@ def predict_outputs(
         batch_size = max(len(texts), 1)
     else:
         order = np.argsort([len(t) for t in texts], kind="stable")
+    if max_num_orderings is not None:
+        num_orderings = resolve_num_orderings(model, num_orderings, max_num_orderings)
     parts: dict[str, list[torch.Tensor]] = {}
     truncated: list[bool] = []
     starts = range(0, len(texts), batch_size)
@@ -147,9 +149,6 @@ def predict_outputs(
         enc = encode(model, tokenizer, [texts[i] for i in order[start : start + batch_size]], max_length)
         if require_content:
             check_has_content(enc["unit_ids"])
-        if max_num_orderings is not None:
-            num_orderings = resolve_num_orderings(model, num_orderings, max_num_orderings)
-            max_num_orderings = None  # resolved once: the same for every batch
         truncated.extend(enc.pop("truncated").tolist())
         for name, value in forward(model, enc, num_orderings=num_orderings, seed=seed, fields=fields).items():
             parts.setdefault(name, []).append(value.detach().cpu())

@@ -6,8 +6,8 @@ and uploaded:
 * :func:`save_calibration_artifact` / :func:`load_calibration_artifact` — ``calibration.json`` next to the
   weights (JSON, never pickle), bound to their sha256 and to both label maps. ``save_pretrained`` and
   ``from_pretrained`` of the model call them.
-* :func:`atomic_file` — one artifact file (the card, a diagram) replaced in one ``os.replace``; the whole folder
-  is swapped by ``folder_integrity.atomic_model_folder``.
+* one artifact file (the card, a diagram) is replaced with ``folder_integrity.atomic_file`` (one ``os.replace``);
+  the whole folder is swapped by ``folder_integrity.atomic_model_folder``.
 * :func:`model_folder_files` — the files of a folder that may leave the machine; refuses an incomplete folder
   and any pickle-based file.
 * :func:`upload_model_folder` — ONE commit of exactly those files. Both push paths use it:
@@ -21,13 +21,12 @@ travels with the modeling code of a saved model (``trust_remote_code``).
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from huggingface_hub import HfApi
 from transformers.utils import cached_file
 
 from .calibration_artifact import LoadedCalibration, load_calibration, save_calibration
-from .folder_integrity import is_transient_name, temp_name, weight_files, weights_fingerprint
+from .folder_integrity import is_transient_name, weight_files, weights_fingerprint
 from .model_files import (
     CALIBRATION_FILENAME,
     CARD_FILES,
@@ -155,22 +154,6 @@ def load_calibration_artifact(
 # ---------------------------------------------------------------------------------------------- files
 
 
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike) -> Iterator[str]:
-    """A temporary path next to ``path`` (hidden, ``.tmp``: never pushed) that replaces ``path`` in one
-    ``os.replace`` when the block ends; removed on failure. A process killed mid-write leaves the old file."""
-    path = Path(path)
-    tmp = path.parent / temp_name(path.name)
-    try:
-        yield str(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def copy_carried_files(source: str | os.PathLike, folder: str | os.PathLike, names: Iterable[str]) -> list[str]:
     """Copy the files of ``names`` that ``source`` has into ``folder``; returns the names copied."""
     copied = []
@@ -263,7 +246,6 @@ def push_model(
 
 __all__ = [
     "CALIBRATION_METADATA_KEYS",
-    "atomic_file",
     "check_saved_weights_match",
     "copy_carried_files",
     "load_calibration_artifact",

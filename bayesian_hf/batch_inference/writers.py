@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..folder_integrity import atomic_file
 from ..inference import UNCERTAINTY_KEYS
 
 #: the input row index column (first in every part and output)
@@ -18,13 +17,8 @@ _ROW_COLUMN = "row"
 def write_atomic(path: Path, write) -> None:
     """Write through ``write(tmp_path)`` to a temporary file in the same folder, then ``os.replace``: readers see
     the old file or the whole new one, never half of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(path) as tmp:
+        write(Path(tmp))
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -7,7 +7,8 @@ import argparse
 import os
 
 from ..calibration_selection import CALIBRATION_SUMMARY_KEYS
-from ..model_files import CALIBRATION_FILENAME
+from ..folder_integrity import atomic_file
+from ..model_files import CALIBRATION_FILENAME, POSTERIOR_FIT_FILE
 from .analysis import describe_risk_coverage
 from .common import add_folder_and_files_arguments, embedded_splits, load_model_folder
 
@@ -147,7 +148,7 @@ def cmd_fit_posterior(args: argparse.Namespace) -> int:
               f"calibrate --model {args.model}`")
     model.save_pretrained(args.model)
     summary = {k: v for k, v in report.items() if not isinstance(v, (dict, list))}
-    with open(os.path.join(args.model, "posterior_fit.json"), "w", encoding="utf-8") as f:
+    with atomic_file(os.path.join(args.model, POSTERIOR_FIT_FILE)) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)
     print("Laplace posterior fitted: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                     for k, v in summary.items()))

@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArgu
 from ..folder_integrity import portable_mapping, portable_name, recover_interrupted_save
 from ..json_safe import json_safe
 from ..metrics import ood_auroc
+from ..model_files import SUMMARY_FILE
 from ..posterior_fitting import fit_posterior
 from ..resources import embedded_model_path, packaged_file
 from .compute_metrics import SUMMARY_COLUMNS, make_bayesian_compute_metrics, split_predictions
@@ -212,7 +213,7 @@ def run_training(
         "ood_detection": ood,
     }
     summary = json_safe(summary)
-    summary_path = output_dir / "summary.json"
+    summary_path = output_dir / SUMMARY_FILE
     if trainer.is_world_process_zero():
         summary_path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
         if verbose:
